@@ -1,0 +1,3 @@
+"""segmetro: move Segment event history into Metronome usage billing."""
+
+__version__ = "0.1.0"

@@ -1,0 +1,3 @@
+from segmetro.cli import main
+
+main()

@@ -1,0 +1,199 @@
+"""Field values of a mapping, compiled once into getters over a Segment record.
+
+Forms: ``$...`` a JSONPath; any other scalar a literal; a list coalesces (first value present, not
+null, not ""); ``{literal: V}``; ``{template: "{{a.b}}-x"}``; ``{path: $..., default: V}``.
+``properties`` also takes a YAML mapping that builds an object, and an options form (``from``,
+``set``, ``pick``, ``omit``, ``flatten``, ``stringify``): see PropertiesSpec.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Any, Callable
+
+import orjson
+
+from segmetro.mapping.paths import MISSING, Getter, compile_path, dotted_getter
+
+
+@dataclass(slots=True)
+class FieldValue:
+    """A compiled field value and, for error messages, what it tries."""
+
+    get: Getter
+    tried: str
+
+
+def literal(value: Any) -> FieldValue:
+    return FieldValue(lambda record: value, f"the literal {value!r}")
+
+
+def path(expression: str) -> FieldValue:
+    return FieldValue(compile_path(expression), expression)
+
+
+def with_default(inner: FieldValue, default: Any) -> FieldValue:
+    get = inner.get
+
+    def get_or_default(record: Any) -> Any:
+        value = get(record)
+        return default if value is MISSING or value is None else value
+
+    return FieldValue(get_or_default, f"{inner.tried} (default {default!r})")
+
+
+def coalesce(options: list[FieldValue]) -> FieldValue:
+    getters = tuple(option.get for option in options)
+
+    def first_present(record: Any) -> Any:
+        for get in getters:
+            value = get(record)
+            if value is not MISSING and value is not None and value != "":
+                return value
+        return MISSING
+
+    return FieldValue(first_present, ", ".join(option.tried for option in options))
+
+
+_PLACEHOLDER = re.compile(r"\{\{\s*([^{}]*?)\s*\}\}")
+
+
+def render_scalar(value: Any) -> str:
+    """How a JSON value prints inside a template or as a stringified property."""
+    if value.__class__ is str:
+        return value
+    if value is True:
+        return "true"
+    if value is False:
+        return "false"
+    if value.__class__ is float and value.is_integer() and abs(value) < 1e16:
+        return str(int(value))
+    if value.__class__ in (int, float):
+        return repr(value)
+    return orjson.dumps(value).decode()
+
+
+def template(text: str) -> FieldValue:
+    """Segment's ``{{path}}`` interpolation; a missing or null value renders as ""."""
+    parts: list[str | Getter] = []
+    position = 0
+    for match in _PLACEHOLDER.finditer(text):
+        parts.append(text[position:match.start()])
+        dotted = match.group(1)
+        dotted = dotted[2:] if dotted.startswith("$.") else dotted
+        parts.append(dotted_getter(dotted))
+        position = match.end()
+    parts.append(text[position:])
+    pieces = tuple(p for p in parts if p != "")
+
+    def render(record: Any) -> str:
+        out = []
+        for piece in pieces:
+            if piece.__class__ is str:
+                out.append(piece)
+            else:
+                value = piece(record)
+                if value is not MISSING and value is not None:
+                    out.append(render_scalar(value))
+        return "".join(out)
+
+    return FieldValue(render, f"the template {text!r}")
+
+
+PROPERTY_OPTIONS = ("from", "set", "pick", "omit", "flatten", "stringify")
+
+
+def _flatten(obj: dict, separator: str, prefix: str = "", out: dict | None = None) -> dict:
+    out = {} if out is None else out
+    for key, value in obj.items():
+        name = f"{prefix}{separator}{key}" if prefix else key
+        if value.__class__ is dict and value:
+            _flatten(value, separator, name, out)
+        else:
+            out[name] = value
+    return out
+
+
+def _stringify(obj: dict) -> dict:
+    return {
+        key: value if value is None or value.__class__ in (str, dict, list) else render_scalar(value)
+        for key, value in obj.items()
+    }
+
+
+@dataclass
+class PropertiesSpec:
+    """How ``properties`` is built: a source object, entries set on top, then the options.
+
+    Order: ``from`` (an object), then ``set`` entries (missing ones left out), then ``flatten``
+    (nested objects to ``a.b`` keys, or another separator), then ``pick``/``omit`` (on the final,
+    possibly dotted, keys), then ``stringify`` (numbers and booleans to strings; Metronome uses
+    arbitrary-precision decimals and recommends strings).
+    """
+
+    source: FieldValue | None = None
+    entries: tuple[tuple[str, FieldValue], ...] = ()
+    flatten: str | None = None
+    pick: frozenset | None = None
+    omit: frozenset | None = None
+    stringify: bool = False
+
+    def compile(self) -> Callable[[Any], Any]:
+        """record -> dict, MISSING (leave properties out) or a (code, reason) failure tuple."""
+        source, entries = self.source, self.entries
+        flatten, pick, omit, stringify = self.flatten, self.pick, self.omit, self.stringify
+        if source is not None and not entries and not (flatten or pick or omit or stringify):
+            get, tried = source.get, source.tried
+
+            def passthrough(record: Any) -> Any:
+                value = get(record)
+                if value.__class__ is dict or value is MISSING:
+                    return value
+                if value is None:
+                    return MISSING
+                return ("bad-properties",
+                        f"properties must be an object; {tried} holds {json_type(value)}")
+
+            return passthrough
+
+        def build(record: Any) -> Any:
+            result: dict = {}
+            if source is not None:
+                value = source.get(record)
+                if value.__class__ is dict:
+                    result.update(value)
+                elif value is not MISSING and value is not None:
+                    return ("bad-properties", f"properties 'from' must be an object; "
+                            f"{source.tried} holds {json_type(value)}")
+            for key, field in entries:
+                value = field.get(record)
+                if value is not MISSING:
+                    result[key] = value
+            if flatten is not None:
+                result = _flatten(result, flatten)
+            if pick is not None:
+                result = {k: v for k, v in result.items() if k in pick}
+            if omit is not None:
+                result = {k: v for k, v in result.items() if k not in omit}
+            if stringify:
+                result = _stringify(result)
+            return result
+
+        return build
+
+
+def json_type(value: Any) -> str:
+    if value is None:
+        return "null"
+    return {dict: "an object", list: "an array", str: "a string", bool: "a boolean"}.get(
+        value.__class__, "a number")
+
+
+def as_string(value: Any) -> str | None:
+    """Segment's schema coercion for string fields: numbers and booleans become strings."""
+    if value.__class__ is str:
+        return value
+    if value.__class__ in (int, float, bool):
+        return render_scalar(value)
+    return None

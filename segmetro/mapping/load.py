@@ -1,0 +1,360 @@
+"""Reading and checking a mapping file: every problem found in one pass, each at FILE:LINE:COL."""
+
+from __future__ import annotations
+
+import difflib
+from dataclasses import dataclass
+from importlib import resources
+from typing import Any
+
+import yaml
+
+from segmetro.mapping import fields as fv
+from segmetro.mapping.fql import TriggerError, compile_trigger
+from segmetro.mapping.model import Mapping, MappingSet
+from segmetro.mapping.paths import PathError
+
+try:  # libyaml's composer is faster; the pure-Python one gives the same nodes and marks
+    from yaml import CSafeLoader as _Loader
+except ImportError:  # pragma: no cover - depends on how PyYAML was built
+    from yaml import SafeLoader as _Loader
+
+DEFAULT_MAPPING = "<default>"
+TOP_KEYS = ("mappings",)
+MAPPING_KEYS = ("name", "trigger", "fields", "enabled", "description")
+REQUIRED_FIELDS = ("transaction_id", "customer_id", "event_type", "timestamp")
+FIELD_KEYS = REQUIRED_FIELDS + ("properties",)
+DIRECTIVES = ("literal", "template", "path", "default")
+
+
+@dataclass(frozen=True)
+class Problem:
+    line: int
+    column: int
+    message: str
+
+
+class MappingError(Exception):
+    """A mapping file that cannot be used; ``problems`` holds every problem found."""
+
+    def __init__(self, source: str, problems: list[Problem]):
+        self.source = source
+        self.problems = sorted(problems, key=lambda p: (p.line, p.column))
+        super().__init__(str(self))
+
+    def __str__(self) -> str:
+        return "\n".join(f"{self.source}:{p.line}:{p.column}: {p.message}" for p in self.problems)
+
+
+_constructor = yaml.constructor.SafeConstructor()
+
+
+def _value(node: yaml.Node) -> Any:
+    return _constructor.construct_object(node, deep=True)
+
+
+def _suggest(word: str, choices: tuple[str, ...]) -> str:
+    hint = difflib.get_close_matches(str(word), choices, n=1)
+    return f" (did you mean {hint[0]!r}?)" if hint else ""
+
+
+class _Checker:
+    def __init__(self, source: str):
+        self.source = source
+        self.problems: list[Problem] = []
+        self.warnings: list[str] = []
+
+    def problem(self, node: yaml.Node, message: str, column_offset: int = 0) -> None:
+        mark = node.start_mark
+        self.problems.append(Problem(mark.line + 1, mark.column + 1 + column_offset, message))
+
+    def items(self, node: yaml.MappingNode, allowed: tuple[str, ...], where: str) -> dict:
+        """The mapping's entries by key, reporting unknown and repeated keys."""
+        entries: dict[str, tuple[yaml.Node, yaml.Node]] = {}
+        for key_node, value_node in node.value:
+            key = key_node.value if isinstance(key_node, yaml.ScalarNode) else None
+            if key not in allowed:
+                self.problem(key_node, f"unknown key {key!r} in {where}{_suggest(key, allowed)}; "
+                             f"allowed: {', '.join(allowed)}")
+            elif key in entries:
+                self.problem(key_node, f"{key!r} is given twice in {where}")
+            else:
+                entries[key] = (key_node, value_node)
+        return entries
+
+    def check_file(self, root: yaml.Node | None) -> list[Mapping]:
+        if root is None:
+            self.problems.append(Problem(1, 1, "the mapping file is empty; it needs 'mappings:'"))
+            return []
+        if not isinstance(root, yaml.MappingNode):
+            self.problem(root, "the mapping file must be a YAML mapping with a 'mappings:' list")
+            return []
+        entries = self.items(root, TOP_KEYS, "the file")
+        if "mappings" not in entries:
+            self.problem(root, "'mappings:' is missing: list one or more mappings under it")
+            return []
+        key_node, list_node = entries["mappings"]
+        if not isinstance(list_node, yaml.SequenceNode) or not list_node.value:
+            self.problem(list_node if list_node.value else key_node,
+                         "'mappings' must be a list of mappings (each starting with '- name:')")
+            return []
+        mappings, names = [], {}
+        for item in list_node.value:
+            mapping = self.check_mapping(item)
+            if mapping is None:
+                continue
+            if mapping.name in names:
+                self.problem(item, f"mapping name {mapping.name!r} is already used on line "
+                             f"{names[mapping.name]}; names must be unique")
+            names.setdefault(mapping.name, item.start_mark.line + 1)
+            if mapping.enabled:
+                mappings.append(mapping)
+        self._warn_shared_transaction_ids(list_node)
+        return mappings
+
+    def check_mapping(self, node: yaml.Node) -> Mapping | None:
+        if not isinstance(node, yaml.MappingNode):
+            self.problem(node, "each mapping must be a YAML mapping with name, trigger and fields")
+            return None
+        entries = self.items(node, MAPPING_KEYS, "a mapping")
+        name = None
+        if "name" not in entries:
+            self.problem(node, "the mapping has no 'name'")
+        else:
+            name_node = entries["name"][1]
+            name = _value(name_node) if isinstance(name_node, yaml.ScalarNode) else None
+            if not isinstance(name, str) or not name.strip():
+                self.problem(name_node, "'name' must be a non-empty string")
+                name = None
+        trigger = trigger_text = None
+        enabled = True
+        if "trigger" in entries:
+            trigger_node = entries["trigger"][1]
+            trigger_text = _value(trigger_node) if isinstance(trigger_node, yaml.ScalarNode) \
+                else None
+            if not isinstance(trigger_text, str):
+                self.problem(trigger_node, "'trigger' must be a string such as: type = \"track\"")
+            else:
+                trigger = self.check_trigger(trigger_node, trigger_text)
+        if "enabled" in entries:
+            enabled = _value(entries["enabled"][1])
+            if not isinstance(enabled, bool):
+                self.problem(entries["enabled"][1], "'enabled' must be true or false")
+                enabled = True
+        if "fields" not in entries:
+            self.problem(node, "the mapping has no 'fields'")
+            return None
+        compiled = self.check_fields(entries["fields"][1])
+        if compiled is None or name is None:
+            return None
+        field_values, properties = compiled
+        return Mapping(name, field_values, properties, trigger, trigger_text,
+                       node.start_mark.line + 1, enabled)
+
+    def check_trigger(self, node: yaml.ScalarNode, text: str):
+        try:
+            return compile_trigger(text)
+        except TriggerError as error:
+            # Plain and quoted scalars on one line: the column inside the trigger maps directly.
+            offset = error.column - 1
+            if node.style in ('"', "'"):
+                offset += 1
+            if node.start_mark.line != node.end_mark.line:
+                offset = 0
+            self.problem(node, f"trigger: {error}", offset)
+            return None
+
+    def check_fields(self, node: yaml.Node):
+        if not isinstance(node, yaml.MappingNode):
+            self.problem(node, "'fields' must be a mapping of Metronome field names to values")
+            return None
+        entries = self.items(node, FIELD_KEYS, "fields")
+        compiled: dict[str, fv.FieldValue] = {}
+        ok = True
+        for required in REQUIRED_FIELDS:
+            if required not in entries:
+                self.problem(node, f"'fields' has no {required!r}: Metronome requires it")
+                ok = False
+                continue
+            value = self.field_value(entries[required][1], required)
+            ok = ok and value is not None
+            if value is not None:
+                compiled[required] = value
+        properties = None
+        if "properties" in entries:
+            spec = self.properties(entries["properties"][1])
+            ok = ok and spec is not None
+            properties = spec.compile() if spec is not None else None
+        return (compiled, properties) if ok else None
+
+    def field_value(self, node: yaml.Node, where: str) -> fv.FieldValue | None:
+        if isinstance(node, yaml.ScalarNode):
+            value = _value(node)
+            if isinstance(value, str) and value.startswith("$"):
+                try:
+                    return fv.path(value)
+                except PathError as error:
+                    self.problem(node, f"{where}: {error}; write a JSONPath such as $.properties.x,"
+                                 " or {literal: ...} for text starting with $")
+                    return None
+            return fv.literal(value)
+        if isinstance(node, yaml.SequenceNode):
+            if not node.value:
+                self.problem(node, f"{where}: an empty list has nothing to coalesce")
+                return None
+            options = [self.field_value(item, where) for item in node.value]
+            return None if any(o is None for o in options) else fv.coalesce(options)
+        entries = {k.value: (k, v) for k, v in node.value if isinstance(k, yaml.ScalarNode)}
+        keys = set(entries)
+        if keys == {"literal"}:
+            return fv.literal(_value(entries["literal"][1]))
+        if keys == {"template"}:
+            text = _value(entries["template"][1])
+            if not isinstance(text, str):
+                self.problem(entries["template"][1], f"{where}: a template must be a string")
+                return None
+            return fv.template(text)
+        if "path" in keys and keys <= {"path", "default"}:
+            inner = self.field_value(entries["path"][1], where)
+            if inner is None:
+                return None
+            if "default" in keys:
+                return fv.with_default(inner, _value(entries["default"][1]))
+            return inner
+        unknown = sorted(keys - set(DIRECTIVES)) or sorted(keys)
+        self.problem(node, f"{where}: {{{', '.join(map(str, unknown))}}} is not a field value"
+                     f"{_suggest(unknown[0], DIRECTIVES)}; write a $.path, a literal, a list to "
+                     "coalesce, {literal: ...}, {template: ...} or {path: ..., default: ...}")
+        return None
+
+    def properties(self, node: yaml.Node) -> fv.PropertiesSpec | None:
+        if not isinstance(node, yaml.MappingNode):
+            value = self.field_value(node, "properties")
+            return None if value is None else fv.PropertiesSpec(source=value)
+        keys = {k.value for k, _ in node.value if isinstance(k, yaml.ScalarNode)}
+        if keys & set(DIRECTIVES) and keys <= set(DIRECTIVES):
+            value = self.field_value(node, "properties")
+            return None if value is None else fv.PropertiesSpec(source=value)
+        if keys & {"from", "set"} and keys <= set(fv.PROPERTY_OPTIONS):
+            return self.property_options(node)
+        entries = self.builder(node, "properties")
+        return None if entries is None else fv.PropertiesSpec(entries=entries)
+
+    def builder(self, node: yaml.MappingNode, where: str):
+        entries, ok = [], True
+        for key_node, value_node in node.value:
+            key = _value(key_node) if isinstance(key_node, yaml.ScalarNode) else None
+            if not isinstance(key, (str, int)):
+                self.problem(key_node, f"{where}: property names must be strings")
+                ok = False
+                continue
+            value = self.field_value(value_node, f"{where}.{key}")
+            ok = ok and value is not None
+            entries.append((str(key), value))
+        return tuple(entries) if ok else None
+
+    def property_options(self, node: yaml.MappingNode) -> fv.PropertiesSpec | None:
+        entries = self.items(node, fv.PROPERTY_OPTIONS, "properties")
+        spec, ok = fv.PropertiesSpec(), True
+        if "from" in entries:
+            spec.source = self.field_value(entries["from"][1], "properties.from")
+            ok = spec.source is not None
+        if "set" in entries:
+            set_node = entries["set"][1]
+            if not isinstance(set_node, yaml.MappingNode):
+                self.problem(set_node, "properties.set must be a mapping of names to values")
+                ok = False
+            else:
+                built = self.builder(set_node, "properties.set")
+                ok = ok and built is not None
+                spec.entries = built or ()
+        for option in ("pick", "omit"):
+            if option in entries:
+                names = _value(entries[option][1])
+                if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
+                    self.problem(entries[option][1], f"properties.{option} must be a list of "
+                                 "property names")
+                    ok = False
+                else:
+                    setattr(spec, option, frozenset(names))
+        if "flatten" in entries:
+            flatten = _value(entries["flatten"][1])
+            if flatten is True:
+                spec.flatten = "."
+            elif isinstance(flatten, str) and flatten:
+                spec.flatten = flatten
+            elif flatten is not False:
+                self.problem(entries["flatten"][1], "properties.flatten must be true, false or "
+                             "a separator string such as \"_\"")
+                ok = False
+        if "stringify" in entries:
+            stringify = _value(entries["stringify"][1])
+            if not isinstance(stringify, bool):
+                self.problem(entries["stringify"][1], "properties.stringify must be true or false")
+                ok = False
+            else:
+                spec.stringify = stringify
+        return spec if ok else None
+
+    def _warn_shared_transaction_ids(self, list_node: yaml.SequenceNode) -> None:
+        """Mappings whose transaction_id is written the same way collide when both match."""
+        seen: dict[str, int] = {}
+        for item in list_node.value:
+            if not isinstance(item, yaml.MappingNode):
+                continue
+            fields_node = next((v for k, v in item.value if getattr(k, "value", None) == "fields"),
+                               None)
+            if not isinstance(fields_node, yaml.MappingNode):
+                continue
+            txid_node = next((v for k, v in fields_node.value
+                              if getattr(k, "value", None) == "transaction_id"), None)
+            if txid_node is None:
+                continue
+            spelling = repr(_value(txid_node))
+            line = txid_node.start_mark.line + 1
+            if spelling in seen:
+                self.warnings.append(
+                    f"{self.source}:{line}:{txid_node.start_mark.column + 1}: this transaction_id "
+                    f"is written as on line {seen[spelling]}: a record both mappings match gets "
+                    "one transaction_id twice, and Metronome keeps only the first. Make them "
+                    "distinct, e.g. {template: \"{{messageId}}-<suffix>\"}")
+            else:
+                seen[spelling] = line
+
+
+def parse_mapping(text: str, source: str) -> MappingSet:
+    """Check and compile mapping YAML; raise MappingError listing every problem."""
+    checker = _Checker(source)
+    try:
+        root = yaml.compose(text, Loader=_Loader)
+    except yaml.MarkedYAMLError as error:
+        mark = error.problem_mark or error.context_mark
+        raise MappingError(source, [Problem(mark.line + 1, mark.column + 1,
+                                            f"YAML syntax: {error.problem or error.context}")])
+    except yaml.YAMLError as error:
+        raise MappingError(source, [Problem(1, 1, f"YAML: {error}")])
+    mappings = checker.check_file(root)
+    if checker.problems:
+        raise MappingError(source, checker.problems)
+    if not mappings:
+        raise MappingError(source, [Problem(1, 1, "every mapping is disabled: nothing to send")])
+    return MappingSet(mappings, source, checker.warnings)
+
+
+def default_mapping_text() -> str:
+    return resources.files("segmetro").joinpath("default.yaml").read_text(encoding="utf-8")
+
+
+def load_mapping(path: str | None) -> MappingSet:
+    """The mapping file at ``path``, or the bundled default (Segment's preset) when None."""
+    if path is None:
+        return parse_mapping(default_mapping_text(), DEFAULT_MAPPING)
+    try:
+        with open(path, encoding="utf-8") as handle:
+            text = handle.read()
+    except OSError as error:
+        raise MappingError(path, [Problem(1, 1, f"cannot read the mapping file: "
+                                                f"{error.strerror or error}")]) from None
+    except UnicodeDecodeError:
+        raise MappingError(path, [Problem(1, 1, "the mapping file is not UTF-8 text")]) from None
+    return parse_mapping(text, path)

@@ -1,0 +1,137 @@
+"""Compiled mappings: a Segment record in, Metronome events (or reasons) out. The hot loop."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+from segmetro.mapping.fields import FieldValue, as_string, json_type
+from segmetro.mapping.fql import Predicate
+from segmetro.mapping.paths import MISSING
+from segmetro.timestamps import coerce as coerce_timestamp
+
+STRING_FIELDS = ("transaction_id", "customer_id", "event_type")
+
+
+@dataclass(slots=True)
+class MappedEvent:
+    """What one mapping made of one record: an event, or the reason it could not."""
+
+    mapping: str
+    event: dict | None
+    epoch_ms: int | None = None
+    code: str | None = None
+    reason: str | None = None
+
+
+@dataclass
+class Mapping:
+    name: str
+    fields: dict[str, FieldValue]
+    properties: Callable[[Any], Any] | None = None
+    trigger: Predicate | None = None
+    trigger_text: str | None = None
+    line: int = 0  # where the mapping starts in its file, for messages
+    enabled: bool = True
+
+    def __post_init__(self) -> None:
+        self.apply = self._compile()
+
+    def _compile(self) -> Callable[[dict], MappedEvent]:
+        name = self.name
+        transaction_id, customer_id, event_type, timestamp = (
+            self.fields[f] for f in ("transaction_id", "customer_id", "event_type", "timestamp")
+        )
+        get_txid, get_customer, get_type, get_time = (
+            transaction_id.get, customer_id.get, event_type.get, timestamp.get
+        )
+        build_properties = self.properties
+
+        def fail(code: str, reason: str) -> MappedEvent:
+            return MappedEvent(name, None, None, code, reason)
+
+        def string_field(field_name: str, spec: FieldValue, value: Any) -> MappedEvent:
+            if value is MISSING or value is None:
+                got = "no value" if value is MISSING else "null"
+                return fail(f"missing-{field_name.replace('_', '-')}",
+                            f"{field_name} is missing: {got} at {spec.tried}")
+            return fail(f"bad-{field_name.replace('_', '-')}", f"{field_name} must be a string; "
+                        f"{spec.tried} holds {json_type(value)}")
+
+        def apply(record: dict) -> MappedEvent:
+            txid = get_txid(record)
+            if txid.__class__ is not str:
+                txid = as_string(txid) if txid is not MISSING else None
+                if txid is None:
+                    return string_field("transaction_id", transaction_id, get_txid(record))
+            customer = get_customer(record)
+            if customer.__class__ is not str:
+                customer = as_string(customer) if customer is not MISSING else None
+                if customer is None:
+                    return string_field("customer_id", customer_id, get_customer(record))
+            kind = get_type(record)
+            if kind.__class__ is not str:
+                kind = as_string(kind) if kind is not MISSING else None
+                if kind is None:
+                    return string_field("event_type", event_type, get_type(record))
+            raw_time = get_time(record)
+            if raw_time is MISSING or raw_time is None:
+                return fail("missing-timestamp", "timestamp is missing: "
+                            f"{'no value' if raw_time is MISSING else 'null'} at {timestamp.tried}")
+            parsed = coerce_timestamp(raw_time)
+            if parsed is None:
+                return fail("bad-timestamp", f"timestamp {raw_time!r} from {timestamp.tried} "
+                            "is not a date and time segmetro can read")
+            event = {
+                "transaction_id": txid,
+                "customer_id": customer,
+                "event_type": kind,
+                "timestamp": parsed[0],
+            }
+            if build_properties is not None:
+                properties = build_properties(record)
+                if properties.__class__ is dict:
+                    event["properties"] = properties
+                elif properties is not MISSING:
+                    return fail(*properties)
+            return MappedEvent(name, event, parsed[1])
+
+        return apply
+
+
+@dataclass
+class MappingSet:
+    """The mappings of one file, applied in file order; each matching one emits its own event."""
+
+    mappings: list[Mapping]
+    source: str  # file name, or "<default>"
+    warnings: list[str] = field(default_factory=list)
+
+    def apply(self, record: dict) -> list[MappedEvent]:
+        results = []
+        for mapping in self.mappings:
+            trigger = mapping.trigger
+            if trigger is None or trigger(record):
+                results.append(mapping.apply(record))
+        if len(results) > 1:
+            _reject_shared_transaction_ids(results)
+        return results
+
+
+def _reject_shared_transaction_ids(results: list[MappedEvent]) -> None:
+    """Two mappings giving one record the same transaction_id: Metronome would keep the first."""
+    seen: dict[str, str] = {}
+    for index, result in enumerate(results):
+        if result.event is None:
+            continue
+        txid = result.event["transaction_id"]
+        if txid in seen:
+            results[index] = MappedEvent(
+                result.mapping, result.event, result.epoch_ms, "duplicate-transaction-id",
+                f"mapping {result.mapping!r} gives this record the transaction_id {txid!r} that "
+                f"mapping {seen[txid]!r} already gave it; Metronome would keep only the first. "
+                "Make it distinct, e.g. transaction_id: {template: \"{{messageId}}-"
+                f"{result.mapping.lower().replace(' ', '-')}\"}}",
+            )
+        else:
+            seen[txid] = result.mapping

@@ -1,0 +1,109 @@
+"""Records -> outcomes: map and validate, the one stream every command shares.
+
+Each record becomes one outcome per matching mapping (an event to send, or a rejection with its
+stage and reason), or one ``skipped`` outcome when no trigger matched, or one ``parse`` rejection.
+Nothing raises out of the stream for one bad record; nothing is dropped without a count.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Iterable, Iterator
+
+from segmetro.events import Window, check_event
+from segmetro.mapping import MappingSet
+from segmetro.sources import SegmentRecord
+
+EVENT, SKIPPED, REJECTED = "event", "skipped", "rejected"
+STAGES = ("parse", "map", "validate", "api")
+
+
+@dataclass(slots=True)
+class Outcome:
+    kind: str
+    record: SegmentRecord
+    event: dict | None = None
+    stage: str | None = None
+    code: str | None = None
+    reason: str | None = None
+    mapping: str | None = None
+    final: bool = True  # the last outcome of its record
+
+    def segment_type(self) -> str:
+        data = self.record.data
+        kind = data.get("type") if data is not None else None
+        return kind if isinstance(kind, str) else "(no type)"
+
+
+def process(records: Iterable[SegmentRecord], mappings: MappingSet,
+            window: Window) -> Iterator[Outcome]:
+    apply = mappings.apply
+    for record in records:
+        data = record.data
+        if data is None:
+            yield Outcome(REJECTED, record, None, "parse", record.error_code, record.error)
+            continue
+        results = apply(data)
+        if not results:
+            yield Outcome(SKIPPED, record)
+            continue
+        last = len(results) - 1
+        for index, result in enumerate(results):
+            final = index == last
+            event = result.event
+            if result.code is not None:
+                yield Outcome(REJECTED, record, event, "map", result.code, result.reason,
+                              result.mapping, final)
+                continue
+            problem = check_event(event, window, result.epoch_ms)
+            if problem is not None:
+                yield Outcome(REJECTED, record, event, "validate", problem[0], problem[1],
+                              result.mapping, final)
+            else:
+                yield Outcome(EVENT, record, event, mapping=result.mapping, final=final)
+
+
+@dataclass
+class Tally:
+    """Counts of what flowed through a run: the numbers of the summary."""
+
+    lines: int = 0
+    records: int = 0
+    events: int = 0
+    by_event_type: Counter = field(default_factory=Counter)
+    skipped_by_type: Counter = field(default_factory=Counter)
+    rejected_by_stage: Counter = field(default_factory=Counter)
+    rejected_by_reason: Counter = field(default_factory=Counter)  # (stage, code) -> count
+    reason_examples: dict = field(default_factory=dict)  # (stage, code) -> first full reason
+    _last_place: tuple = ("", 0)
+
+    @property
+    def skipped(self) -> int:
+        return sum(self.skipped_by_type.values())
+
+    @property
+    def rejected(self) -> int:
+        return sum(self.rejected_by_stage.values())
+
+    def count(self, outcome: Outcome) -> None:
+        record = outcome.record
+        if outcome.final:
+            self.records += 1
+            place = (record.file, record.line)
+            if place != self._last_place:
+                self.lines += 1
+                self._last_place = place
+        if outcome.kind is EVENT:
+            self.events += 1
+            self.by_event_type[outcome.event["event_type"]] += 1
+        elif outcome.kind is SKIPPED:
+            self.skipped_by_type[outcome.segment_type()] += 1
+        else:
+            self.reject(outcome.stage, outcome.code, outcome.reason)
+
+    def reject(self, stage: str, code: str | None, reason: str | None, count: int = 1) -> None:
+        self.rejected_by_stage[stage] += count
+        key = (stage, code or "rejected")
+        self.rejected_by_reason[key] += count
+        self.reason_examples.setdefault(key, reason)

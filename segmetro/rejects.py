@@ -1,0 +1,67 @@
+"""The rejects file: one JSON line per rejected record, with its place, stage and reason.
+
+Created only when something is rejected, with permissions 0600 (it holds customer data). An
+existing file is appended to, never overwritten, and the summary says so.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+
+import orjson
+
+from segmetro.pipeline import Outcome
+
+
+def default_path(directory: str = ".") -> str:
+    """A new name per run, so one run's rejects never overwrite another's."""
+    stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+    path = os.path.join(directory, f"segmetro-rejects-{stamp}.jsonl")
+    if os.path.exists(path):
+        path = os.path.join(directory, f"segmetro-rejects-{stamp}-{os.getpid()}.jsonl")
+    return path
+
+
+class RejectsFile:
+    def __init__(self, path: str):
+        self.path = path
+        self.appended = os.path.exists(path)
+        self.written = 0
+        self._fd: int | None = None
+
+    def write(self, outcome: Outcome, stage: str | None = None, code: str | None = None,
+              reason: str | None = None) -> None:
+        """Write a rejection; ``stage``/``code``/``reason`` override the outcome's (api stage)."""
+        record = outcome.record
+        entry = {
+            "file": record.file,
+            "line": record.line,
+            "stage": stage or outcome.stage,
+            "code": code or outcome.code,
+            "reason": reason or outcome.reason,
+            "mapping": outcome.mapping,
+            "record": record.data if record.data is not None else record.raw,
+        }
+        if outcome.event is not None:
+            entry["event"] = outcome.event
+        if self._fd is None:
+            self._fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+            os.fchmod(self._fd, 0o600)
+        os.write(self._fd, orjson.dumps(entry) + b"\n")
+        self.written += 1
+
+    def flush(self) -> None:
+        """Make what was written durable (before a checkpoint says it was written)."""
+        if self._fd is not None:
+            os.fsync(self._fd)
+
+    def close(self) -> None:
+        if self._fd is not None:
+            os.fsync(self._fd)
+            os.close(self._fd)
+            self._fd = None
+
+    @property
+    def used(self) -> bool:
+        return self.written > 0

@@ -1,0 +1,262 @@
+"""What a person sees: progress while a run goes, and its summary (text or JSON).
+
+On a terminal a rich progress bar (bytes read of the total where known, records per second);
+otherwise (cron) a plain line of totals every few seconds at most. The core never prints.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from dataclasses import dataclass, field
+from enum import IntEnum
+from typing import Any
+
+import orjson
+from rich.console import Console
+from rich.markup import escape
+from rich.progress import (BarColumn, DownloadColumn, Progress, SpinnerColumn, TextColumn,
+                           TimeElapsedColumn, TimeRemainingColumn)
+
+from segmetro.pipeline import Tally
+
+
+class ExitStatus(IntEnum):
+    OK = 0  # every record fine (skipped by triggers counts as fine)
+    REJECTED = 1  # finished, some records rejected
+    CONFIG = 2  # usage or configuration error
+    ABORTED = 3  # token refused, Metronome unreachable after retries, state refused
+    INTERRUPTED = 130  # Ctrl-C
+    TERMINATED = 143  # SIGTERM
+
+
+EXIT_CODES_HELP = (
+    "Exit codes: 0 every record fine (records no trigger matched count as fine); 1 finished, "
+    "some records rejected (see the rejects file); 2 usage or configuration error; 3 aborted "
+    "(token refused, Metronome unreachable after retries); 130 interrupted (Ctrl-C); 143 "
+    "terminated (SIGTERM)."
+)
+
+
+@dataclass
+class UploadStats:
+    sent: int = 0  # events Metronome acknowledged
+    requests: int = 0
+    retries: int = 0
+    throttled: int = 0  # 429 answers
+    bisected: int = 0  # batches split after a 400
+    not_attempted: int = 0  # valid events never confirmed (aborted run)
+    aborted: str | None = None  # why the upload stopped early
+
+
+@dataclass
+class RunReport:
+    """Everything a summary shows about one run."""
+
+    command: str
+    tally: Tally
+    files: int = 0
+    files_skipped: list[str] = field(default_factory=list)
+    rejects_path: str | None = None
+    rejects_appended: bool = False
+    elapsed: float = 0.0
+    dry_run: bool = True
+    upload: UploadStats | None = None
+    examples: list[dict] = field(default_factory=list)
+    duplicate_transaction_ids: dict[str, int] | None = None  # validate: txid -> occurrences
+    mapping_source: str = ""
+    warnings: list[str] = field(default_factory=list)
+    resumed: dict[str, Any] = field(default_factory=dict)  # checkpoint: files skipped / resumed
+
+    def exit_status(self) -> ExitStatus:
+        if self.upload is not None and self.upload.aborted:
+            return ExitStatus.ABORTED
+        if self.tally.rejected:
+            return ExitStatus.REJECTED
+        return ExitStatus.OK
+
+    def as_json(self) -> dict:
+        tally = self.tally
+        result: dict[str, Any] = {
+            "command": self.command,
+            "dry_run": self.dry_run,
+            "mapping": self.mapping_source,
+            "files": self.files,
+            "files_skipped": self.files_skipped,
+            "lines": tally.lines,
+            "records": tally.records,
+            "events": tally.events,
+            "skipped": tally.skipped,
+            "rejected": tally.rejected,
+            "sent": self.upload.sent if self.upload else 0,
+            "by_event_type": dict(tally.by_event_type.most_common()),
+            "skipped_by_type": dict(tally.skipped_by_type.most_common()),
+            "rejected_by_stage": dict(tally.rejected_by_stage),
+            "rejected_by_reason": [
+                {"stage": stage, "code": code, "count": count,
+                 "example": tally.reason_examples[(stage, code)]}
+                for (stage, code), count in tally.rejected_by_reason.most_common()
+            ],
+            "rejects_path": self.rejects_path,
+            "elapsed_seconds": round(self.elapsed, 3),
+            "exit_status": int(self.exit_status()),
+            "warnings": self.warnings,
+        }
+        if self.upload is not None:
+            upload = self.upload
+            result.update(requests=upload.requests, retries=upload.retries,
+                          throttled=upload.throttled, bisected=upload.bisected,
+                          not_attempted=upload.not_attempted, aborted=upload.aborted,
+                          events_per_second=round(upload.sent / self.elapsed, 1)
+                          if self.elapsed else None)
+        if self.duplicate_transaction_ids is not None:
+            result["duplicate_transaction_ids"] = self.duplicate_transaction_ids
+        if self.resumed:
+            result["checkpoint"] = self.resumed
+        if self.examples:
+            result["examples"] = self.examples
+        return result
+
+
+def _plural(count: int, word: str) -> str:
+    return f"{count:,} {word}{'' if count == 1 else 's'}"
+
+
+def summary_lines(report: RunReport) -> list[str]:
+    """The human summary, as rich-markup lines."""
+    tally = report.tally
+    title = {"send": "send --dry-run" if report.dry_run else "send"}.get(report.command,
+                                                                         report.command)
+    lines = [f"[bold]segmetro {title}[/]: {_plural(tally.lines, 'line')} read "
+             f"({_plural(tally.records, 'record')}) from {_plural(report.files, 'file')} "
+             f"in {report.elapsed:.1f}s, mapping {escape(report.mapping_source)}"]
+    if report.files_skipped:
+        shown = ", ".join(escape(p) for p in report.files_skipped[:3])
+        more = f" and {len(report.files_skipped) - 3:,} more" if len(report.files_skipped) > 3 \
+            else ""
+        lines.append(f"  files skipped (not event data): {len(report.files_skipped):,}: "
+                     f"{shown}{more}")
+    for key, value in report.resumed.items():
+        lines.append(f"  checkpoint: {key}: {escape(str(value))}")
+    verb = "valid, would be sent" if report.dry_run else "valid"
+    lines.append(f"  events    {tally.events:>10,}  {verb}")
+    for event_type, count in tally.by_event_type.most_common(15):
+        lines.append(f"    {count:>18,}  {escape(event_type)}")
+    if len(tally.by_event_type) > 15:
+        lines.append(f"    … {len(tally.by_event_type) - 15:,} more event types (see --json)")
+    if report.upload is not None:
+        upload = report.upload
+        rate = upload.sent / report.elapsed if report.elapsed else 0.0
+        lines.append(f"  sent      {upload.sent:>10,}  acknowledged by Metronome "
+                     f"({rate:,.0f} events/s)")
+        lines.append(f"            {'':>10}  {_plural(upload.requests, 'request')}, "
+                     f"{_plural(upload.retries, 'retry').replace('retrys', 'retries')}, "
+                     f"{upload.throttled:,} × 429, {_plural(upload.bisected, 'batch')} bisected"
+                     .replace("batchs", "batches"))
+        if upload.not_attempted:
+            lines.append(f"  [bold red]not sent  {upload.not_attempted:>10,}[/]  "
+                         "never confirmed by Metronome: run again to send them")
+    lines.append(f"  skipped   {tally.skipped:>10,}  no trigger matched")
+    for kind, count in tally.skipped_by_type.most_common():
+        lines.append(f"    {count:>18,}  {escape(kind)}")
+    style = "bold red" if tally.rejected else ""
+    open_tag, close_tag = (f"[{style}]", "[/]") if style else ("", "")
+    lines.append(f"  {open_tag}rejected  {tally.rejected:>10,}{close_tag}")
+    for (stage, code), count in tally.rejected_by_reason.most_common():
+        example = tally.reason_examples[(stage, code)]
+        lines.append(f"    {count:>18,}  {stage}: {code}: {escape(str(example))}")
+    if report.duplicate_transaction_ids is not None:
+        duplicates = report.duplicate_transaction_ids
+        lines.append(f"  repeated transaction ids: {len(duplicates):,}"
+                     + (" (Metronome keeps only the first of each)" if duplicates else ""))
+        for txid, count in list(duplicates.items())[:5]:
+            lines.append(f"    {count:>18,}× {escape(txid)}")
+    if report.rejects_path:
+        how = "appended to" if report.rejects_appended else "written to"
+        lines.append(f"  rejects {how} {escape(report.rejects_path)} (mode 0600)")
+    if report.upload is not None and report.upload.aborted:
+        lines.append(f"  [bold red]aborted:[/] {escape(report.upload.aborted)}")
+    for warning in report.warnings:
+        lines.append(f"  [yellow]warning:[/] {escape(warning)}")
+    return lines
+
+
+class Terminal:
+    """The one place that writes to a person: stdout for results, stderr for the rest."""
+
+    def __init__(self, quiet: bool = False):
+        self.out = Console(highlight=False, soft_wrap=True)
+        self.err = Console(stderr=True, highlight=False, soft_wrap=True)
+        self.quiet = quiet
+
+    def json(self, payload: Any) -> None:
+        sys.stdout.write(orjson.dumps(payload, option=orjson.OPT_INDENT_2).decode() + "\n")
+        sys.stdout.flush()
+
+    def summary(self, report: RunReport, to_stderr: bool = False) -> None:
+        console = self.err if to_stderr else self.out
+        for line in summary_lines(report):
+            console.print(line)
+        if report.examples:
+            console.print(f"  example events ({len(report.examples)}):")
+            for event in report.examples:
+                console.print("    " + escape(orjson.dumps(event).decode()))
+
+    def info(self, message: str) -> None:
+        if not self.quiet:
+            self.err.print(message)
+
+    def warning(self, message: str) -> None:
+        self.err.print(f"[yellow]warning:[/] {escape(message)}")
+
+    def error(self, message: str) -> None:
+        self.err.print(f"[bold red]error:[/] {escape(message)}")
+
+    def progress(self, total_bytes: int | None, interval: float = 5.0) -> "RunProgress":
+        return RunProgress(self.err, total_bytes, interval, enabled=not self.quiet)
+
+
+class RunProgress:
+    """Progress of a run: a rich bar on a terminal, a plain totals line every ``interval`` s."""
+
+    def __init__(self, console: Console, total_bytes: int | None, interval: float,
+                 enabled: bool = True):
+        self.console = console
+        self.total = total_bytes
+        self.interval = interval
+        self.enabled = enabled
+        self.started = time.monotonic()
+        self._next = self.started + interval
+        self._bar: Progress | None = None
+        if enabled and console.is_terminal:
+            columns = [SpinnerColumn(), TextColumn("{task.description}")]
+            if total_bytes:
+                columns += [BarColumn(), DownloadColumn(), TimeRemainingColumn()]
+            columns += [TextColumn("{task.fields[stats]}"), TimeElapsedColumn()]
+            self._bar = Progress(*columns, console=console, transient=True)
+            self._task = self._bar.add_task("reading", total=total_bytes or None, stats="")
+            self._bar.start()
+
+    def update(self, tally: Tally, bytes_done: int, upload: UploadStats | None = None,
+               force: bool = False) -> None:
+        if not self.enabled:
+            return
+        now = time.monotonic()
+        elapsed = max(now - self.started, 1e-9)
+        rate = tally.records / elapsed
+        stats = f"{tally.records:,} records ({rate:,.0f}/s), {tally.events:,} events, " \
+                f"{tally.rejected:,} rejected"
+        if upload is not None:
+            stats += f", {upload.sent:,} sent ({upload.sent / elapsed:,.0f}/s), " \
+                     f"{upload.retries:,} retries"
+        if self._bar is not None:
+            self._bar.update(self._task, completed=bytes_done, stats=stats)
+        elif force or now >= self._next:
+            self._next = now + self.interval
+            where = f"{bytes_done / self.total:.0%} of input read, " if self.total else ""
+            self.console.print(f"progress: {where}{stats}, {elapsed:.0f}s elapsed")
+
+    def close(self) -> None:
+        if self._bar is not None:
+            self._bar.stop()
+            self._bar = None

@@ -1,0 +1,228 @@
+"""Inputs -> Segment records, each knowing its file and line.
+
+Paths, directories (recursive, sorted), shell-style globs and ``-`` for stdin. Gzip is recognised by
+its magic bytes whatever the file is called. One JSON object per line; a Segment batch envelope
+(``{"batch": [...]}``) yields its items. A line that cannot be read becomes a record with ``error``
+set (stage ``parse``) and reading goes on. Everything streams: memory does not grow with the input.
+"""
+
+from __future__ import annotations
+
+import glob
+import gzip
+import io
+import os
+import sys
+import zlib
+from dataclasses import dataclass, field
+from typing import BinaryIO, Iterator
+
+import orjson
+
+GZIP_MAGIC = b"\x1f\x8b"
+BOM = b"\xef\xbb\xbf"
+EVENT_SUFFIXES = (".json", ".jsonl", ".ndjson", ".gz")
+ENVELOPE_KEYS = ("context", "integrations", "sentAt")
+STDIN = "-"
+_READ_BUFFER = 1 << 20
+
+
+class InputError(Exception):
+    """An input named on the command line that cannot be used (missing, unreadable)."""
+
+
+@dataclass(slots=True)
+class SegmentRecord:
+    """One Segment event, or the text of a line that could not be read as one."""
+
+    file: str
+    line: int
+    seq: int  # position of the record in its file, counting every record; stable across runs
+    data: dict | None
+    error: str | None = None
+    error_code: str | None = None
+    raw: str | None = None
+
+    @property
+    def place(self) -> str:
+        return f"{self.file}:{self.line}"
+
+
+@dataclass(slots=True)
+class InputFile:
+    path: str  # STDIN for standard input
+    size: int | None  # bytes on disk, None when unknown (stdin)
+
+    @property
+    def name(self) -> str:
+        return "<stdin>" if self.path == STDIN else self.path
+
+
+@dataclass
+class InputSet:
+    files: list[InputFile]
+    skipped: list[str] = field(default_factory=list)  # files in directories that are not event data
+
+    @property
+    def total_bytes(self) -> int | None:
+        sizes = [f.size for f in self.files]
+        return None if any(s is None for s in sizes) else sum(sizes)
+
+
+def _looks_like_events(name: str) -> bool:
+    lowered = name.lower()
+    return not os.path.basename(lowered).startswith(".") and lowered.endswith(EVENT_SUFFIXES)
+
+
+def _walk(directory: str, found: list[InputFile], skipped: list[str]) -> None:
+    for root, dirs, names in os.walk(directory):
+        dirs.sort()
+        for name in sorted(names):
+            path = os.path.join(root, name)
+            if _looks_like_events(name) and os.path.isfile(path):
+                found.append(InputFile(path, os.path.getsize(path)))
+            else:
+                skipped.append(path)
+
+
+def expand_inputs(specs: tuple[str, ...] | list[str]) -> InputSet:
+    """Resolve the command line's INPUT arguments; raise InputError for one that names nothing."""
+    found: list[InputFile] = []
+    skipped: list[str] = []
+    for spec in specs:
+        if spec == STDIN:
+            found.append(InputFile(STDIN, None))
+        elif os.path.isdir(spec):
+            _walk(spec, found, skipped)
+        elif os.path.isfile(spec):
+            found.append(InputFile(spec, os.path.getsize(spec)))
+        elif glob.has_magic(spec):
+            matches = sorted(glob.glob(spec, recursive=True))
+            if not matches:
+                raise InputError(f"{spec}: the pattern matches no file")
+            for path in matches:
+                if os.path.isdir(path):
+                    _walk(path, found, skipped)
+                elif _looks_like_events(path):
+                    found.append(InputFile(path, os.path.getsize(path)))
+                else:
+                    skipped.append(path)
+        elif os.path.exists(spec):
+            raise InputError(f"{spec}: not a regular file or directory")
+        else:
+            raise InputError(f"{spec}: no such file or directory")
+    return InputSet(found, skipped)
+
+
+class ByteCounter(io.RawIOBase):
+    """Wraps a binary stream and counts the bytes read from it (progress by bytes on disk)."""
+
+    def __init__(self, raw: BinaryIO):
+        self._raw = raw
+        self.count = 0
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer) -> int:
+        n = self._raw.readinto(buffer)
+        self.count += n or 0
+        return n
+
+    def close(self) -> None:
+        self._raw.close()
+        super().close()
+
+
+def open_events(source: InputFile) -> tuple[BinaryIO, ByteCounter]:
+    """A line-iterable binary stream of the decompressed content, and its raw byte counter."""
+    raw = sys.stdin.buffer if source.path == STDIN else open(source.path, "rb", buffering=0)
+    counter = ByteCounter(raw)
+    buffered = io.BufferedReader(counter, _READ_BUFFER)
+    if buffered.peek(2)[:2] == GZIP_MAGIC:
+        return io.BufferedReader(gzip.GzipFile(fileobj=buffered), _READ_BUFFER), counter
+    return buffered, counter
+
+
+def _parse_error(text: bytes, error: Exception) -> str:
+    message = str(error)
+    if "utf-8" in message.lower() or "surrogate" in message.lower():
+        return "line is not valid UTF-8"
+    return f"invalid JSON: {message}"
+
+
+def _envelope_items(envelope: dict, name: str, line: int, seq: int) -> Iterator[SegmentRecord]:
+    defaults = {k: envelope[k] for k in ENVELOPE_KEYS if k in envelope}
+    for index, item in enumerate(envelope["batch"]):
+        if not isinstance(item, dict):
+            yield SegmentRecord(
+                name, line, seq + index, None,
+                f"batch item {index} is not a JSON object", "not-object",
+                orjson.dumps(item).decode(),
+            )
+            continue
+        merged = {**defaults, **item}
+        item_context, envelope_context = item.get("context"), defaults.get("context")
+        if isinstance(item_context, dict) and isinstance(envelope_context, dict):
+            merged["context"] = {**envelope_context, **item_context}
+        yield SegmentRecord(name, line, seq + index, merged)
+
+
+def read_file(source: InputFile, counter_sink: list | None = None) -> Iterator[SegmentRecord]:
+    """Records of one input, in order. ``counter_sink`` receives the file's ByteCounter."""
+    name = source.name
+    stream, counter = open_events(source)
+    if counter_sink is not None:
+        counter_sink.append(counter)
+    loads = orjson.loads
+    line_no = 0
+    seq = 0
+    try:
+        lines = iter(stream)
+        while True:
+            try:
+                line = next(lines)
+            except StopIteration:
+                break
+            except (EOFError, gzip.BadGzipFile, zlib.error, OSError) as error:
+                yield SegmentRecord(
+                    name, line_no + 1, seq, None,
+                    f"gzip stream is truncated or corrupt after line {line_no}: {error}",
+                    "bad-gzip", "",
+                )
+                return
+            line_no += 1
+            if line[:3] == BOM:
+                line = line[3:]
+            if not line.strip():
+                continue
+            try:
+                data = loads(line)
+            except orjson.JSONDecodeError as error:
+                text = line.rstrip(b"\r\n").decode("utf-8", "backslashreplace")
+                code = "invalid-utf8" if "UTF-8" in str(error) else "invalid-json"
+                yield SegmentRecord(name, line_no, seq, None, _parse_error(line, error), code, text)
+                seq += 1
+                continue
+            if data.__class__ is not dict:
+                yield SegmentRecord(
+                    name, line_no, seq, None,
+                    f"line is JSON but not an object (found {type(data).__name__})",
+                    "not-object", line.rstrip(b"\r\n").decode("utf-8", "backslashreplace"),
+                )
+                seq += 1
+            elif "batch" in data and isinstance(data["batch"], list):
+                items = len(data["batch"])
+                yield from _envelope_items(data, name, line_no, seq)
+                seq += items
+            else:
+                yield SegmentRecord(name, line_no, seq, data)
+                seq += 1
+    finally:
+        if source.path != STDIN:
+            stream.close()
+
+
+def read_records(inputs: InputSet, counters: list | None = None) -> Iterator[SegmentRecord]:
+    for source in inputs.files:
+        yield from read_file(source, counters)
