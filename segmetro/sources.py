@@ -9,8 +9,7 @@ set (stage ``parse``) and reading goes on. Everything streams: memory does not g
 from __future__ import annotations
 
 import glob
-import gzip
-import io
+import itertools
 import os
 import sys
 import zlib
@@ -24,7 +23,7 @@ BOM = b"\xef\xbb\xbf"
 EVENT_SUFFIXES = (".json", ".jsonl", ".ndjson", ".gz")
 ENVELOPE_KEYS = ("context", "integrations", "sentAt")
 STDIN = "-"
-_READ_BUFFER = 1 << 20
+_CHUNK = 1 << 20
 
 
 class InputError(Exception):
@@ -114,41 +113,79 @@ def expand_inputs(specs: tuple[str, ...] | list[str]) -> InputSet:
     return InputSet(found, skipped)
 
 
-class ByteCounter(io.RawIOBase):
-    """Wraps a binary stream and counts the bytes read from it (progress by bytes on disk)."""
+class ByteCounter:
+    """Bytes read so far from one input as it is on disk (progress by bytes)."""
 
-    def __init__(self, raw: BinaryIO):
-        self._raw = raw
+    __slots__ = ("count",)
+
+    def __init__(self) -> None:
         self.count = 0
 
-    def readable(self) -> bool:
-        return True
 
-    def readinto(self, buffer) -> int:
-        n = self._raw.readinto(buffer)
-        self.count += n or 0
-        return n
-
-    def close(self) -> None:
-        self._raw.close()
-        super().close()
+class TruncatedGzip(Exception):
+    """The gzip stream ended early or holds something that is not gzip."""
 
 
-def open_events(source: InputFile) -> tuple[BinaryIO, ByteCounter]:
-    """A line-iterable binary stream of the decompressed content, and its raw byte counter."""
-    raw = sys.stdin.buffer if source.path == STDIN else open(source.path, "rb", buffering=0)
-    counter = ByteCounter(raw)
-    buffered = io.BufferedReader(counter, _READ_BUFFER)
-    if buffered.peek(2)[:2] == GZIP_MAGIC:
-        return io.BufferedReader(gzip.GzipFile(fileobj=buffered), _READ_BUFFER), counter
-    return buffered, counter
+def _raw_chunks(stream: BinaryIO, counter: ByteCounter) -> Iterator[bytes]:
+    read = getattr(stream, "read1", stream.read)  # read1: a pipe's bytes as they come
+    while chunk := read(_CHUNK):
+        counter.count += len(chunk)
+        yield chunk
 
 
-def _parse_error(text: bytes, error: Exception) -> str:
-    message = str(error)
-    if "utf-8" in message.lower() or "surrogate" in message.lower():
-        return "line is not valid UTF-8"
-    return f"invalid JSON: {message}"
+def _gunzip(chunks: Iterator[bytes]) -> Iterator[bytes]:
+    """Decompress gzip chunk by chunk, member after member (concatenated files), so that a
+    truncated stream still gives every byte before the cut."""
+    inflater = zlib.decompressobj(wbits=31)
+    in_member = False
+    for chunk in chunks:
+        while chunk:
+            try:
+                out = inflater.decompress(chunk)
+            except zlib.error as error:
+                raise TruncatedGzip(f"corrupt gzip data: {error}") from None
+            in_member = True
+            if out:
+                yield out
+            if inflater.eof:
+                chunk = inflater.unused_data
+                inflater = zlib.decompressobj(wbits=31)
+                in_member = False
+            else:
+                chunk = b""
+    if in_member:
+        raise TruncatedGzip("the gzip stream is truncated (it ends before its end marker)")
+
+
+def _lines(chunks: Iterator[bytes]) -> Iterator[bytes]:
+    """Lines without their line end (a trailing \\r is left to the JSON parser)."""
+    pending = b""
+    for chunk in chunks:
+        pieces = (pending + chunk).split(b"\n") if pending else chunk.split(b"\n")
+        pending = pieces.pop()
+        yield from pieces
+    if pending:
+        yield pending
+
+
+def open_lines(source: InputFile, counter: ByteCounter) -> tuple[Iterator[bytes], BinaryIO]:
+    """The decompressed lines of one input, and the stream to close afterwards."""
+    stream = sys.stdin.buffer if source.path == STDIN else open(source.path, "rb")
+    chunks = _raw_chunks(stream, counter)
+    first = next(chunks, b"")
+    if first[:1] == GZIP_MAGIC[:1] and len(first) == 1:  # a one-byte read: get the magic whole
+        first += next(chunks, b"")
+    rest = itertools.chain((first,), chunks) if first else chunks
+    if first[:2] == GZIP_MAGIC:
+        return _lines(_gunzip(rest)), stream
+    return _lines(rest), stream
+
+
+def _parse_error(error: orjson.JSONDecodeError) -> tuple[str, str]:
+    """(code, reason) for a line orjson refused."""
+    if "utf-8" in error.msg.lower():
+        return "invalid-utf8", "line is not valid UTF-8"
+    return "invalid-json", f"invalid JSON at character {error.pos + 1}: {error.msg}"
 
 
 def _envelope_items(envelope: dict, name: str, line: int, seq: int) -> Iterator[SegmentRecord]:
@@ -171,52 +208,50 @@ def _envelope_items(envelope: dict, name: str, line: int, seq: int) -> Iterator[
 def read_file(source: InputFile, counter_sink: list | None = None) -> Iterator[SegmentRecord]:
     """Records of one input, in order. ``counter_sink`` receives the file's ByteCounter."""
     name = source.name
-    stream, counter = open_events(source)
+    counter = ByteCounter()
     if counter_sink is not None:
         counter_sink.append(counter)
+    lines, stream = open_lines(source, counter)
     loads = orjson.loads
     line_no = 0
     seq = 0
     try:
-        lines = iter(stream)
         while True:
             try:
                 line = next(lines)
             except StopIteration:
                 break
-            except (EOFError, gzip.BadGzipFile, zlib.error, OSError) as error:
-                yield SegmentRecord(
-                    name, line_no + 1, seq, None,
-                    f"gzip stream is truncated or corrupt after line {line_no}: {error}",
-                    "bad-gzip", "",
-                )
+            except TruncatedGzip as error:
+                yield SegmentRecord(name, line_no + 1, seq, None, f"{error} (after line {line_no})",
+                                    "bad-gzip", "")
                 return
             line_no += 1
             if line[:3] == BOM:
                 line = line[3:]
-            if not line.strip():
-                continue
             try:
                 data = loads(line)
             except orjson.JSONDecodeError as error:
-                text = line.rstrip(b"\r\n").decode("utf-8", "backslashreplace")
-                code = "invalid-utf8" if "UTF-8" in str(error) else "invalid-json"
-                yield SegmentRecord(name, line_no, seq, None, _parse_error(line, error), code, text)
+                if not line.strip():
+                    continue
+                code, reason = _parse_error(error)
+                text = line.rstrip(b"\r").decode("utf-8", "backslashreplace")
+                yield SegmentRecord(name, line_no, seq, None, reason, code, text)
                 seq += 1
                 continue
-            if data.__class__ is not dict:
+            if data.__class__ is dict:
+                batch = data.get("batch")
+                if batch.__class__ is list:
+                    yield from _envelope_items(data, name, line_no, seq)
+                    seq += len(batch)
+                else:
+                    yield SegmentRecord(name, line_no, seq, data)
+                    seq += 1
+            else:
                 yield SegmentRecord(
                     name, line_no, seq, None,
                     f"line is JSON but not an object (found {type(data).__name__})",
-                    "not-object", line.rstrip(b"\r\n").decode("utf-8", "backslashreplace"),
+                    "not-object", line.rstrip(b"\r").decode("utf-8", "backslashreplace"),
                 )
-                seq += 1
-            elif "batch" in data and isinstance(data["batch"], list):
-                items = len(data["batch"])
-                yield from _envelope_items(data, name, line_no, seq)
-                seq += items
-            else:
-                yield SegmentRecord(name, line_no, seq, data)
                 seq += 1
     finally:
         if source.path != STDIN:

@@ -63,6 +63,8 @@ def _tokenize(source: str) -> list[_Token]:
                 f'e.g. "{text.strip(chr(39))}"',
                 position + 1,
             )
+        if kind == "op" and source.startswith("==", position):
+            raise TriggerError("'==': FQL compares with a single '='", position + 1)
         if kind != "space":
             tokens.append(_Token(kind, text, position + 1))
         position = match.end()

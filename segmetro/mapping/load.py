@@ -95,7 +95,7 @@ class _Checker:
             return []
         key_node, list_node = entries["mappings"]
         if not isinstance(list_node, yaml.SequenceNode) or not list_node.value:
-            self.problem(list_node if list_node.value else key_node,
+            self.problem(list_node if isinstance(list_node, yaml.SequenceNode) else key_node,
                          "'mappings' must be a list of mappings (each starting with '- name:')")
             return []
         mappings, names = [], {}
@@ -144,7 +144,7 @@ class _Checker:
         if "fields" not in entries:
             self.problem(node, "the mapping has no 'fields'")
             return None
-        compiled = self.check_fields(entries["fields"][1])
+        compiled = self.check_fields(*entries["fields"])
         if compiled is None or name is None:
             return None
         field_values, properties = compiled
@@ -164,7 +164,7 @@ class _Checker:
             self.problem(node, f"trigger: {error}", offset)
             return None
 
-    def check_fields(self, node: yaml.Node):
+    def check_fields(self, key_node: yaml.Node, node: yaml.Node):
         if not isinstance(node, yaml.MappingNode):
             self.problem(node, "'fields' must be a mapping of Metronome field names to values")
             return None
@@ -173,7 +173,7 @@ class _Checker:
         ok = True
         for required in REQUIRED_FIELDS:
             if required not in entries:
-                self.problem(node, f"'fields' has no {required!r}: Metronome requires it")
+                self.problem(key_node, f"'fields' has no {required!r}: Metronome requires it")
                 ok = False
                 continue
             value = self.field_value(entries[required][1], required)

@@ -1,0 +1,85 @@
+import gzip
+
+from conftest import jsonl, track
+
+from segmetro.sources import expand_inputs, read_records
+
+
+def records_of(*paths):
+    return list(read_records(expand_inputs(list(paths))))
+
+
+def test_bom_crlf_blank_lines_and_missing_final_newline(write):
+    path = write("a.jsonl", b"\xef\xbb\xbf" + jsonl(track(1))[:-1] + b"\r\n\r\n  \n"
+                 + jsonl(track(2))[:-1])
+    records = records_of(path)
+    assert [(r.line, r.data["messageId"], r.error) for r in records] == [
+        (1, "msg-1", None), (4, "msg-2", None)]
+
+
+def test_bad_lines_become_parse_rejections_and_reading_goes_on(write):
+    path = write("a.jsonl", jsonl(track(1), b'{"cut": ', b"[1, 2]", b'"text"',
+                                  b'{"bad": "\xff"}', track(2)))
+    records = records_of(path)
+    assert [(r.line, r.error_code) for r in records] == [
+        (1, None), (2, "invalid-json"), (3, "not-object"), (4, "not-object"),
+        (5, "invalid-utf8"), (6, None)]
+    assert records[1].raw == '{"cut": '
+    assert records[4].raw == '{"bad": "\\xff"}'
+
+
+def test_gzip_is_sniffed_by_magic_bytes_not_name(write):
+    zipped = write("export.data", gzip.compress(jsonl(track(1), track(2))))
+    plain_named_gz = write("plain.jsonl.gz", jsonl(track(3)))
+    assert [r.data["messageId"] for r in records_of(zipped, plain_named_gz)] == [
+        "msg-1", "msg-2", "msg-3"]
+
+
+def test_concatenated_gzip_members_are_read_in_full(write):
+    path = write("two.gz", gzip.compress(jsonl(track(1))) + gzip.compress(jsonl(track(2))))
+    assert len(records_of(path)) == 2
+
+
+def test_truncated_gzip_yields_what_it_has_then_a_rejection(write):
+    body = gzip.compress(jsonl(*[track(n) for n in range(2000)]))
+    path = write("cut.gz", body[: len(body) // 2])
+    records = records_of(path)
+    assert records[-1].error_code == "bad-gzip"
+    assert "truncated" in records[-1].error
+    assert all(r.data is not None for r in records[:-1]) and len(records) > 10
+
+
+def test_directories_recurse_sorted_and_skip_non_event_files(write, tmp_path):
+    write("logs/src/1700000000000/b.gz", gzip.compress(jsonl(track(2))))
+    write("logs/src/1700000000000/a.json", jsonl(track(1)))
+    write("logs/src/1600000000000/c.ndjson", jsonl(track(0)))
+    write("logs/dummy-object.txt", "")
+    write("logs/.hidden.jsonl", jsonl(track(9)))
+    inputs = expand_inputs([str(tmp_path / "logs")])
+    assert [r.data["messageId"] for r in read_records(inputs)] == ["msg-0", "msg-1", "msg-2"]
+    assert sorted(p.rsplit("/", 1)[-1] for p in inputs.skipped) == [
+        ".hidden.jsonl", "dummy-object.txt"]
+
+
+def test_globs_expand_sorted(write, tmp_path):
+    write("d/x2.jsonl", jsonl(track(2)))
+    write("d/x1.jsonl", jsonl(track(1)))
+    inputs = expand_inputs([str(tmp_path / "d" / "x*.jsonl")])
+    assert [f.path.rsplit("/", 1)[-1] for f in inputs.files] == ["x1.jsonl", "x2.jsonl"]
+
+
+def test_batch_envelope_items_merge_envelope_fields_item_values_win(write):
+    envelope = {"batch": [
+        {"type": "track", "event": "A", "messageId": "m1", "context": {"groupId": "own"}},
+        {"type": "track", "event": "B", "messageId": "m2", "sentAt": "item"},
+        "oops",
+    ], "context": {"groupId": "env", "ip": "1.2.3.4"}, "integrations": {"All": True},
+        "sentAt": "envelope"}
+    records = records_of(write("b.jsonl", jsonl(envelope, track(3))))
+    first, second, bad, after = records
+    assert first.data["context"] == {"groupId": "own", "ip": "1.2.3.4"}
+    assert second.data["context"] == {"groupId": "env", "ip": "1.2.3.4"}
+    assert second.data["sentAt"] == "item" and first.data["sentAt"] == "envelope"
+    assert first.data["integrations"] == {"All": True}
+    assert bad.error_code == "not-object" and bad.line == 1
+    assert (after.line, after.seq) == (2, 3)

@@ -1,0 +1,49 @@
+import pytest
+
+from segmetro.timestamps import coerce, parse_rfc3339
+
+
+@pytest.mark.parametrize("value, expected", [
+    # Segment's own test cases for its Metronome destination.
+    ("2021-01-01", "2021-01-01T00:00:00.000Z"),
+    (1625895431000, "2021-07-10T05:37:11.000Z"),
+    ("2021-07-10T05:37:11.000Z", "2021-07-10T05:37:11.000Z"),
+    # Spellings seen in Segment data.
+    ("2015-12-12T19:11:01.249Z", "2015-12-12T19:11:01.249Z"),
+    ("2015-12-12T19:11:01.55Z", "2015-12-12T19:11:01.550Z"),
+    ("2020-05-09T23:54:49.862826855Z", "2020-05-09T23:54:49.862Z"),
+    ("2021-03-01T10:00:00+00:00", "2021-03-01T10:00:00.000Z"),
+    ("2021-03-01T10:00:00.123456+01:00", "2021-03-01T09:00:00.123Z"),
+    ("2021-03-01T10:00:00-0530", "2021-03-01T15:30:00.000Z"),
+    ("2021-03-01 10:00:00", "2021-03-01T10:00:00.000Z"),
+    ("2015-2-02T00:30:12.984Z", "2015-02-02T00:30:12.984Z"),
+    ("2020-05-09 23:54:49.209808489 +0000 UTC m=+70366.298768264",
+     "2020-05-09T23:54:49.209Z"),
+    ("2020-05-09 23:54:49.209808489 +0000 UTC", "2020-05-09T23:54:49.209Z"),
+    # Where Segment is wrong: seconds, numeric strings, a fraction without Z.
+    (1625895431, "2021-07-10T05:37:11.000Z"),
+    ("1625895431000", "2021-07-10T05:37:11.000Z"),
+    ("1625895431", "2021-07-10T05:37:11.000Z"),
+    (1625895431.5, "2021-07-10T05:37:11.500Z"),
+    ("2021-07-10T05:37:48.55", "2021-07-10T05:37:48.550Z"),
+    (1625895431000000, "2021-07-10T05:37:11.000Z"),  # microseconds
+])
+def test_coerces_to_segments_canonical_utc_milliseconds(value, expected):
+    assert coerce(value)[0] == expected
+
+
+@pytest.mark.parametrize("value", [
+    "last tuesday", "", "2021-13-01", "2021-02-30T00:00:00Z", "2021-01-01T25:00:00Z",
+    True, None, {"a": 1}, [1], "0001-01-01T00:00:00+01:00", float("nan"),
+])
+def test_unparseable_values_give_none(value):
+    assert coerce(value) is None
+
+
+def test_strict_rfc3339_wants_a_zone_and_four_digit_year():
+    assert parse_rfc3339("2025-01-23T01:23:45Z") == 1737595425000
+    assert parse_rfc3339("2025-01-23T01:23:45.5+00:00") == 1737595425500
+    assert parse_rfc3339("2025-01-23 01:23:45Z") is None
+    assert parse_rfc3339("2025-01-23T01:23:45") is None
+    assert parse_rfc3339("25-01-23T01:23:45Z") is None
+    assert parse_rfc3339(1737595425000) is None
