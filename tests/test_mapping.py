@@ -198,7 +198,7 @@ def test_every_problem_in_one_pass_with_file_line_column():
     assert found[2].startswith("bad.yaml:6:20: customer_id: invalid JSONPath")
     assert found[3].startswith("bad.yaml:8:7: unknown key 'evnt_type' in fields "
                                "(did you mean 'event_type'?)")
-    assert found[4].startswith("bad.yaml:9:5: mapping name 'A' is already used on line 2")
+    assert found[4].startswith("bad.yaml:9:11: mapping name 'A' is already used on line 2")
     assert found[5].startswith("bad.yaml:10:5: unknown key 'trigers' in a mapping "
                                "(did you mean 'trigger'?)")
     assert found[6].startswith("bad.yaml:12:23: transaction_id: {tempalte} is not a field "

@@ -53,6 +53,13 @@ def _value(node: yaml.Node) -> Any:
     return _constructor.construct_object(node, deep=True)
 
 
+def _child(node: yaml.Node | None, key: str) -> yaml.Node | None:
+    """The value node under ``key`` of a YAML mapping node, or None."""
+    if not isinstance(node, yaml.MappingNode):
+        return None
+    return next((v for k, v in node.value if getattr(k, "value", None) == key), None)
+
+
 def _suggest(word: str, choices: tuple[str, ...]) -> str:
     hint = difflib.get_close_matches(str(word), choices, n=1)
     return f" (did you mean {hint[0]!r}?)" if hint else ""
@@ -101,13 +108,14 @@ class _Checker:
         mappings, names = [], {}
         for item in list_node.value:
             mapping = self.check_mapping(item)
-            if mapping is None:
-                continue
-            if mapping.name in names:
-                self.problem(item, f"mapping name {mapping.name!r} is already used on line "
-                             f"{names[mapping.name]}; names must be unique")
-            names.setdefault(mapping.name, item.start_mark.line + 1)
-            if mapping.enabled:
+            name_node = _child(item, "name")
+            name = name_node.value if isinstance(name_node, yaml.ScalarNode) else None
+            if name in names:
+                self.problem(name_node, f"mapping name {name!r} is already used on line "
+                             f"{names[name]}; names must be unique")
+            elif name is not None:
+                names[name] = name_node.start_mark.line + 1
+            if mapping is not None and mapping.enabled:
                 mappings.append(mapping)
         self._warn_shared_transaction_ids(list_node)
         return mappings
@@ -300,14 +308,7 @@ class _Checker:
         """Mappings whose transaction_id is written the same way collide when both match."""
         seen: dict[str, int] = {}
         for item in list_node.value:
-            if not isinstance(item, yaml.MappingNode):
-                continue
-            fields_node = next((v for k, v in item.value if getattr(k, "value", None) == "fields"),
-                               None)
-            if not isinstance(fields_node, yaml.MappingNode):
-                continue
-            txid_node = next((v for k, v in fields_node.value
-                              if getattr(k, "value", None) == "transaction_id"), None)
+            txid_node = _child(_child(item, "fields"), "transaction_id")
             if txid_node is None:
                 continue
             spelling = repr(_value(txid_node))
