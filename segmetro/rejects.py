@@ -14,7 +14,7 @@ import orjson
 from segmetro.pipeline import Outcome
 
 
-def default_path(directory: str = ".") -> str:
+def default_path(directory: str = "") -> str:
     """A new name per run, so one run's rejects never overwrite another's."""
     stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
     path = os.path.join(directory, f"segmetro-rejects-{stamp}.jsonl")

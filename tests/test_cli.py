@@ -1,0 +1,200 @@
+import gzip
+import os
+import stat
+
+import click
+import orjson
+import pytest
+from conftest import SAMPLE, SAMPLE_NOW, jsonl, read_jsonl, rejects_in, track
+
+from segmetro.cli import cli
+
+NOW = ["--now", "2026-11-25T00:00:00Z"]
+
+
+def test_version(run):
+    result = run("--version")
+    assert result.exit_code == 0 and "segmetro, version" in result.output
+
+
+def test_every_command_and_option_has_help():
+    for name, command in cli.commands.items():
+        assert command.help, f"{name} has no help"
+        for param in command.params:
+            if isinstance(param, click.Option):
+                assert param.help, f"{name} {param.opts} has no help"
+
+
+@pytest.mark.parametrize("command", ["send", "map", "validate", "inspect"])
+def test_help_runs(run, command):
+    result = run(command, "--help")
+    assert result.exit_code == 0 and "Usage:" in result.output
+
+
+def test_send_help_lists_exit_codes(run):
+    assert "130 interrupted" in run("send", "--help").output
+
+
+def test_dry_run_of_the_sample_shows_every_part_of_the_summary(run, tmp_path):
+    result = run("send", SAMPLE, "--dry-run", *NOW, "--show", "2")
+    assert result.exit_code == 1, result.output
+    out = result.output
+    assert "309 lines read (310 records) from 1 file" in out
+    assert "valid, would be sent" in out and "Tokens Used" in out
+    assert "no trigger matched" in out and "identify" in out and "alias" in out
+    assert "map: missing-customer-id" in out
+    assert "validate: timestamp-too-old" in out and "operations team" in out
+    assert "parse: invalid-json" in out and "parse: not-object" in out
+    assert "example events (2)" in out
+    [rejects] = rejects_in(tmp_path)
+    assert f"rejects written to {rejects}" in out
+
+
+def test_json_summary_keys(run, tmp_path):
+    result = run("send", SAMPLE, "--dry-run", *NOW, "--json")
+    summary = orjson.loads(result.output)
+    assert {"lines", "events", "skipped", "rejected", "sent", "by_event_type",
+            "rejects_path"} <= set(summary)
+    assert summary["lines"] == 309 and summary["sent"] == 0
+    assert summary["events"] == sum(summary["by_event_type"].values())
+    assert summary["events"] + summary["skipped"] + summary["rejected"] == summary["records"]
+    assert summary["rejected_by_stage"] == {"map": 19, "validate": 1, "parse": 2}
+    assert summary["exit_status"] == 1
+    assert os.path.basename(summary["rejects_path"]) in rejects_in(tmp_path)
+
+
+def test_rejects_file_format_and_permissions(run, write, tmp_path):
+    path = write("in.jsonl", jsonl(track(1), b"{broken", track(2, context={}),
+                                   track(3, timestamp="2020-01-01T00:00:00Z")))
+    result = run("send", path, "--dry-run", *NOW, "--rejects", "rej.jsonl")
+    assert result.exit_code == 1
+    rejects = read_jsonl(tmp_path / "rej.jsonl")
+    assert [(r["line"], r["stage"], r["code"]) for r in rejects] == [
+        (2, "parse", "invalid-json"), (3, "map", "missing-customer-id"),
+        (4, "validate", "timestamp-too-old")]
+    assert rejects[0]["record"] == "{broken" and "event" not in rejects[0]
+    assert rejects[1]["record"]["messageId"] == "msg-2" and "event" not in rejects[1]
+    assert rejects[2]["event"]["transaction_id"] == "msg-3"
+    assert all(r["file"] == path for r in rejects)
+    assert stat.S_IMODE(os.stat(tmp_path / "rej.jsonl").st_mode) == 0o600
+
+
+def test_no_rejects_file_when_nothing_is_rejected_and_exit_0(run, write, tmp_path):
+    path = write("in.jsonl", jsonl(track(1), {"type": "identify", "userId": "u"}))
+    result = run("send", path, "--dry-run", *NOW)
+    assert result.exit_code == 0, result.output
+    assert rejects_in(tmp_path) == [] and "rejects" not in result.output
+
+
+def test_rejects_are_never_overwritten(run, write, tmp_path):
+    path = write("in.jsonl", jsonl(b"{broken"))
+    run("send", path, "--dry-run", *NOW, "--rejects", "r.jsonl")
+    second = run("send", path, "--dry-run", *NOW, "--rejects", "r.jsonl")
+    assert "rejects appended to r.jsonl" in second.output
+    assert len(read_jsonl(tmp_path / "r.jsonl")) == 2
+    run("send", path, "--dry-run", *NOW)
+    run("send", path, "--dry-run", *NOW)
+    assert len(rejects_in(tmp_path)) == 2  # default names are new each run
+
+
+def test_stdin_and_gzip_inputs(run, write):
+    zipped = write("day.gz", gzip.compress(jsonl(track(1))))
+    result = run("send", "-", zipped, "--dry-run", *NOW, "--json",
+                 input=jsonl(track(2), track(3)))
+    summary = orjson.loads(result.output)
+    assert summary["events"] == 3 and summary["files"] == 2
+
+
+def test_skipped_files_are_counted(run, write, tmp_path):
+    write("logs/src/1/a.gz", gzip.compress(jsonl(track(1))))
+    write("logs/dummy-object.txt", "")
+    result = run("send", tmp_path / "logs", "--dry-run", *NOW, "--json")
+    summary = orjson.loads(result.output)
+    assert summary["events"] == 1 and summary["files_skipped"][0].endswith("dummy-object.txt")
+
+
+@pytest.mark.parametrize("args, message", [
+    (["send", "missing.jsonl", "--dry-run"], "missing.jsonl: no such file or directory"),
+    (["send", "nothing-*.jsonl", "--dry-run"], "matches no file"),
+    (["send", "--dry-run"], "Missing argument"),
+    (["send", "x", "--dry-run", "--now", "someday"], "is not a timestamp"),
+    (["send", "x", "--dry-run", "--bogus"], "No such option"),
+    (["send", "x", "--dry-run", "-m", "nope.yaml"], "nope.yaml:1:1: cannot read"),
+])
+def test_usage_and_configuration_errors_exit_2(run, write, args, message):
+    write("x", jsonl(track(1)))
+    result = run(*args)
+    assert result.exit_code == 2
+    assert message in result.output
+
+
+def test_bad_mapping_lists_every_problem_and_exits_2(run, write):
+    write("bad.yaml", "mappings:\n  - name: A\n    trigger: type = 'track'\n    fields: {}\n")
+    result = run("validate", "-m", "bad.yaml")
+    assert result.exit_code == 2
+    assert "bad.yaml:3:21: trigger: single-quoted string" in result.output
+    assert "bad.yaml:4:5: 'fields' has no 'transaction_id'" in result.output
+
+
+def test_interrupt_exits_130(run, write, monkeypatch):
+    path = write("in.jsonl", jsonl(track(1)))
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr("segmetro.run.process", interrupted)
+    result = run("send", path, "--dry-run", *NOW)
+    assert result.exit_code == 130
+
+
+def test_map_writes_events_one_per_line(run, write, tmp_path):
+    path = write("in.jsonl", jsonl(track(1, timestamp=1795154400000), track(2, context={})))
+    result = run("map", path, *NOW, "-o", "events.jsonl")
+    assert result.exit_code == 1
+    assert read_jsonl(tmp_path / "events.jsonl") == [{
+        "transaction_id": "msg-1", "customer_id": "acct_1", "event_type": "API Call",
+        "timestamp": "2026-11-20T06:00:00.000Z", "properties": {"tokens": 1}}]
+    to_stdout = run("map", path, *NOW, "-q")
+    assert to_stdout.stdout.splitlines()[0].startswith('{"transaction_id":"msg-1"')
+    assert "rejected" in to_stdout.stderr
+
+
+def test_map_with_a_worked_example(run):
+    result = run("map", SAMPLE, *NOW, "-m", SAMPLE.parent.parent / "mappings" /
+                 "tokens-as-string.yaml")
+    events = [orjson.loads(line) for line in result.stdout.splitlines()]
+    assert events and all(e["event_type"] == "tokens" for e in events)
+    assert all(isinstance(e["properties"]["tokens"], str) for e in events)
+
+
+def test_validate_mapping_only(run):
+    result = run("validate", "-m", SAMPLE.parent.parent / "mappings" / "fan-out.yaml")
+    assert result.exit_code == 0
+    assert "OK, 2 mapping(s): Report generated, Report pages" in result.output
+
+
+def test_validate_with_inputs_reports_repeated_transaction_ids(run, write):
+    path = write("in.jsonl", jsonl(track(1), track(2), track(1)))
+    result = run("validate", path, *NOW, "--json")
+    summary = orjson.loads(result.output)
+    assert summary["duplicate_transaction_ids"] == {"msg-1": 2}
+    text = run("validate", path, *NOW).output
+    assert "repeated transaction ids: 1" in text and "2× msg-1" in text
+
+
+def test_validate_window_flags(run, write):
+    path = write("in.jsonl", jsonl(track(1, timestamp="2026-11-20T00:00:00Z")))
+    assert run("validate", path, *NOW).exit_code == 0
+    assert run("validate", path, *NOW, "--backdate-days", "2").exit_code == 1
+    assert run("validate", path, "--now", "2026-11-18T00:00:00Z").exit_code == 1
+
+
+def test_inspect_lists_paths_counts_types_and_examples(run):
+    result = run("inspect", SAMPLE, "--event", "Tokens Used", "--json")
+    [group] = orjson.loads(result.output)
+    paths = {p["path"]: p for p in group["paths"]}
+    assert group["type"] == "track" and group["event"] == "Tokens Used"
+    assert paths["$.properties.tokens"]["types"] == {"number": group["records"]}
+    assert paths["$.context.groupId"]["count"] < group["records"]
+    text = run("inspect", SAMPLE, "--type", "page", "--limit", "5").output
+    assert 'page: 5 record(s)' in text and "$.properties.path" in text
