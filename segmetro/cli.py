@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import functools
+import signal
 import sys
 from typing import Callable
 
@@ -12,13 +14,16 @@ from rich.markup import escape
 
 from segmetro import __version__
 from segmetro.events import DEFAULT_BACKDATE_DAYS, Window
+from segmetro.emulator import EmulatorState, Faults, run_until_stopped
 from segmetro.explore import survey, survey_json
 from segmetro.mapping import MappingError, MappingSet, load_mapping
 from segmetro.rejects import RejectsFile, default_path
 from segmetro.report import EXIT_CODES_HELP, ExitStatus, RunReport, Terminal
-from segmetro.run import Flow, run_local
+from segmetro.run import Flow, run_local, run_upload
 from segmetro.sources import InputError, InputSet, expand_inputs, read_records
 from segmetro.timestamps import now_ms as current_ms
+from segmetro.upload import (DEFAULT_BASE_URL, MAX_BATCH, SettingsError, UploadSettings,
+                             check_auth, is_loopback)
 from segmetro.timestamps import parse_now
 
 
@@ -128,6 +133,58 @@ def cli() -> None:
     """
 
 
+def connection_options(function: Callable) -> Callable:
+    options = [
+        click.option("--api-token", envvar=["METRONOME_BEARER_TOKEN", "METRONOME_API_TOKEN"],
+                     show_envvar=True, metavar="TOKEN",
+                     help="Metronome API token (Bearer). Never printed."),
+        click.option("--base-url", envvar="METRONOME_BASE_URL", show_envvar=True,
+                     default=DEFAULT_BASE_URL, show_default=True,
+                     help="Metronome API base URL; plain http:// only to loopback addresses."),
+        click.option("--timeout", default=60.0, show_default=True, type=click.FloatRange(0.1),
+                     help="Seconds to wait for one request."),
+    ]
+    for option in reversed(options):
+        function = option(function)
+    return function
+
+
+def upload_options(function: Callable) -> Callable:
+    options = [
+        click.option("--batch-size", default=MAX_BATCH, show_default=True,
+                     type=click.IntRange(1, MAX_BATCH), help="Events per request."),
+        click.option("--rate-limit", default=5000.0, show_default=True,
+                     type=click.FloatRange(0),
+                     help="Events per second across all requests (Metronome's default account "
+                          "limit is 5000); 0 for none."),
+        click.option("--concurrency", default=64, show_default=True, type=click.IntRange(1, 512),
+                     help="Most requests in flight; the actual number adapts to the server."),
+        click.option("--max-retries", default=8, show_default=True, type=click.IntRange(0),
+                     help="Retries of one batch (connection errors, timeouts, 408, 429, 5xx) "
+                          "before the run gives up with exit 3."),
+        click.option("--max-backoff", default=8.0, show_default=True,
+                     type=click.FloatRange(0.01),
+                     help="Longest wait between retries, in seconds (backoff doubles from 0.5 s)."),
+        click.option("--gzip", "use_gzip", is_flag=True,
+                     help="Compress request bodies (opt-in: Metronome no longer documents it)."),
+    ]
+    for option in reversed(options):
+        function = option(function)
+    return function
+
+
+def upload_settings(api_token, base_url, timeout, batch_size=MAX_BATCH, rate_limit=0.0,
+                    concurrency=64, max_retries=8, max_backoff=8.0,
+                    use_gzip=False) -> UploadSettings:
+    try:
+        return UploadSettings(token=api_token or "", base_url=base_url, timeout=timeout,
+                              batch_size=batch_size, rate_limit=rate_limit,
+                              concurrency=concurrency, max_retries=max_retries,
+                              backoff_cap=max_backoff, gzip=use_gzip)
+    except SettingsError as error:
+        raise ConfigError(str(error)) from None
+
+
 @cli.command(epilog=EXIT_CODES_HELP)
 @inputs_argument()
 @mapping_option
@@ -136,9 +193,11 @@ def cli() -> None:
               help="Print N example events in the summary.")
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as one JSON object.")
 @validation_options
+@connection_options
+@upload_options
 @handle_interrupt
 def send(inputs, mapping_path, dry_run, show, as_json, now_ms, backdate_days, rejects_path,
-         quiet):
+         quiet, api_token, base_url, timeout, **upload):
     """Map, validate and send events to Metronome's /v1/ingest.
 
     \b
@@ -149,14 +208,34 @@ def send(inputs, mapping_path, dry_run, show, as_json, now_ms, backdate_days, re
     """
     terminal = Terminal(quiet=quiet or as_json)
     flow = make_flow("send", terminal, inputs, mapping_path, now_ms, backdate_days, rejects_path)
-    if not dry_run:
-        raise ConfigError("sending is not available yet: use --dry-run")
+    settings = None if dry_run else upload_settings(api_token, base_url, timeout, **upload)
     progress, tick = progress_tick(terminal, flow)
     try:
-        report = run_local(flow, show=show, tick=tick)
+        if settings is None:
+            report = run_local(flow, show=show, tick=tick)
+        else:
+            report = run_upload(flow, settings, tick=tick, log=terminal.info)
     finally:
         progress.close()
     finish(terminal, report, as_json)
+
+
+@cli.command("check-auth", epilog=EXIT_CODES_HELP)
+@connection_options
+def check_auth_command(api_token, base_url, timeout):
+    """Check the API token with Metronome (POST [] to /v1/ingest; nothing is ingested).
+
+    Metronome answers 400 to an empty batch with a good token, and 401 or 403 with a bad one.
+    Exit 0 when accepted, 3 when refused or unreachable.
+    """
+    settings = upload_settings(api_token, base_url, timeout)
+    accepted, message = asyncio.run(check_auth(settings))
+    terminal = Terminal()
+    if accepted:
+        terminal.out.print(message)
+        sys.exit(int(ExitStatus.OK))
+    terminal.error(message)
+    sys.exit(int(ExitStatus.ABORTED))
 
 
 @cli.command("map", epilog=EXIT_CODES_HELP)
@@ -273,6 +352,74 @@ def inspect(inputs, type_filter, event_filter, limit, as_json):
             share = stats.count / group.records
             terminal.out.print(f"  {escape(path):<48} {share:>5.0%}  {types:<14} "
                                f"{escape(examples)}")
+
+
+@cli.command()
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
+@click.option("--port", default=8787, show_default=True, type=click.IntRange(0, 65535),
+              help="Port to listen on; 0 picks a free one (printed at start).")
+@click.option("--token", default="emulator-token", show_default=True, envvar="EMULATOR_TOKEN",
+              help="The Bearer token the emulator accepts; others get 401.")
+@click.option("--store", type=click.Path(dir_okay=False),
+              help="Append accepted events here, one JSON object a line.")
+@click.option("--latency", default=0.0, type=click.FloatRange(0), metavar="MS",
+              help="Milliseconds to wait before every answer.")
+@click.option("--latency-jitter", default=0.0, type=click.FloatRange(0), metavar="MS",
+              help="Up to this many more milliseconds, at random.")
+@click.option("--error-rate", default=0.0, type=click.FloatRange(0, 1),
+              help="Share of ingest requests answered 500 or 503 (nothing stored).")
+@click.option("--throttle-rate", default=0.0, type=click.FloatRange(0, 1),
+              help="Share of ingest requests answered 429 with Retry-After.")
+@click.option("--retry-after", default=0.05, show_default=True, type=click.FloatRange(0),
+              help="Seconds in the Retry-After of injected 429s.")
+@click.option("--drop-rate", default=0.0, type=click.FloatRange(0, 1),
+              help="Share of requests whose connection is dropped after the batch was stored.")
+@click.option("--max-events-per-second", default=0.0, type=click.FloatRange(0),
+              help="Hard ingest limit answered with 429; 0 for none.")
+@click.option("--seed", default=0, show_default=True, help="Seed of the injected faults.")
+@click.option("--now", "now_ms", callback=_now_option, metavar="TIMESTAMP",
+              help="Judge event timestamps as if it were this time. Default: now.")
+@click.option("--backdate-days", default=DEFAULT_BACKDATE_DAYS, show_default=True,
+              type=click.IntRange(0), help="Oldest event accepted, in days before now.")
+def emulator(host, port, token, store, latency, latency_jitter, error_rate, throttle_rate,
+             retry_after, drop_rate, max_events_per_second, seed, now_ms, backdate_days):
+    """Run a local Metronome-compatible /v1/ingest server to rehearse a backfill.
+
+    It checks auth, batch size and every event as Metronome does, dedupes by transaction_id,
+    can inject latency, 5xx, 429 and dropped connections, and prints its counters on exit
+    (Ctrl-C). GET /stats gives them while it runs.
+
+    \b
+    Examples:
+      segmetro emulator --store accepted.jsonl
+      segmetro emulator --port 0 --error-rate 0.2 --throttle-rate 0.1 --latency 50
+    """
+    if not is_loopback(host):
+        raise ConfigError(f"--host {host}: the emulator listens on loopback addresses only")
+    faults = Faults(latency, latency_jitter, error_rate, throttle_rate, retry_after, drop_rate,
+                    max_events_per_second, seed)
+    store_file = open(store, "ab") if store else None
+    state = EmulatorState(token, faults, now_ms, backdate_days, store_file)
+    terminal = Terminal()
+
+    def ready(bound: int) -> None:
+        terminal.out.print(f"segmetro emulator listening on http://{host}:{bound} "
+                           "(Ctrl-C to stop)", )
+        sys.stdout.flush()
+
+    async def main() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(signum, stop.set)
+        await run_until_stopped(state, host, port, ready, stop)
+
+    try:
+        asyncio.run(main())
+    finally:
+        if store_file is not None:
+            store_file.close()
+    terminal.json(state.stats())
 
 
 def main() -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections import Counter
 from typing import Callable, Iterator
@@ -10,8 +11,9 @@ from segmetro.events import Window
 from segmetro.mapping import MappingSet
 from segmetro.pipeline import EVENT, REJECTED, Outcome, Tally, process
 from segmetro.rejects import RejectsFile
-from segmetro.report import RunReport
+from segmetro.report import RunReport, UploadStats
 from segmetro.sources import ByteCounter, InputSet, read_records
+from segmetro.upload import Uploader, UploadSettings, batches
 
 Tick = Callable[[Tally, int], None]
 TICK_EVERY = 1024  # outcomes between progress checks: keeps the clock off the hot path
@@ -76,4 +78,52 @@ def run_local(flow: Flow, show: int = 0, tick: Tick | None = None,
         flow.report.duplicate_transaction_ids = {
             txid: count for txid, count in seen.most_common() if count > 1
         }
+    return flow.finish()
+
+
+async def _send(flow: Flow, uploader: Uploader, batch_size: int, tick: Tick | None,
+                interval: float) -> None:
+    stop_ticker = asyncio.Event()
+
+    async def ticker() -> None:  # progress while requests drain after the last read
+        while not stop_ticker.is_set():
+            if tick is not None:
+                tick(flow.report.tally, flow.bytes_read())
+            try:
+                await asyncio.wait_for(stop_ticker.wait(), interval)
+            except asyncio.TimeoutError:
+                pass
+
+    ticker_task = asyncio.create_task(ticker())
+    try:
+        async with uploader:
+            for batch in batches(flow.outcomes(tick), batch_size):
+                if uploader.aborted:
+                    break
+                await uploader.submit(batch)
+                await asyncio.sleep(0)  # let responses in between batches
+    finally:
+        stop_ticker.set()
+        await ticker_task
+
+
+def run_upload(flow: Flow, settings: UploadSettings, tick: Tick | None = None,
+               log: Callable[[str], None] = lambda message: None,
+               interval: float = 1.0) -> RunReport:
+    """Read, map, validate and send every valid event; the report says what became of each."""
+    report = flow.report
+    stats = report.upload = UploadStats()
+    report.dry_run = False
+    tally = report.tally
+
+    def on_rejected(outcome: Outcome, code: str, reason: str) -> None:
+        tally.reject("api", code, reason)
+        flow.rejects.write(outcome, "api", code, reason)
+
+    uploader = Uploader(settings, stats, on_sent=lambda outcomes: None,
+                        on_rejected=on_rejected, log=log)
+    asyncio.run(_send(flow, uploader, settings.batch_size, tick, interval))
+    stats.aborted = uploader.aborted
+    if stats.aborted:
+        stats.not_attempted = tally.events - stats.sent - tally.rejected_by_stage["api"]
     return flow.finish()

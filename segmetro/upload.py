@@ -1,0 +1,384 @@
+"""The upload stage: batches of events to Metronome's /v1/ingest, concurrently and safely.
+
+- Batches are JSON arrays of 1 to ``batch_size`` events in input order; never ``[]``.
+- Requests go out over several pooled httpx AsyncClients (one client's CPU per request grows with
+  many requests in flight, encode/httpx#3215); how many are in flight adapts to the server within
+  ``concurrency``: additive increase while latency holds, multiplicative decrease on 429, 5xx,
+  timeouts and latency spikes (as Vector's adaptive request concurrency).
+- One token bucket (GCRA) in events per second spans every request.
+- Retries on connection errors, timeouts, 408, 429 and 5xx except 501, with jittered exponential
+  backoff; ``retry-after-ms`` and ``Retry-After`` are honoured, and a 429 pauses every request.
+  A retry resends the same events, so Metronome's transaction-id dedupe absorbs partial ingests.
+- A 400 splits the batch in halves until each event is accepted or stands alone; a lone event's
+  400 is a rejection (stage ``api``). 401/403 stop the run at once. Other 4xx reject the batch.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import email.utils
+import gzip
+import ipaddress
+import math
+import random
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Callable, Iterable
+from urllib.parse import urlsplit
+
+import httpx
+import orjson
+
+from segmetro import __version__
+from segmetro.pipeline import Outcome
+from segmetro.report import UploadStats
+
+DEFAULT_BASE_URL = "https://api.metronome.com"
+INGEST_PATH = "/v1/ingest"
+MAX_BATCH = 100
+CONNECTIONS_PER_CLIENT = 8
+MAX_RETRY_AFTER = 60.0  # like Metronome's SDKs: a longer Retry-After is capped, not obeyed
+RETRYABLE = frozenset({408, 429}) | frozenset(range(500, 600)) - {501}
+
+
+class SettingsError(ValueError):
+    """An upload setting that cannot be used (message names the option)."""
+
+
+@dataclass
+class UploadSettings:
+    token: str = field(repr=False)
+    base_url: str = DEFAULT_BASE_URL
+    batch_size: int = MAX_BATCH
+    rate_limit: float = 5000.0  # events per second; 0 for none
+    concurrency: int = 64  # most requests in flight
+    timeout: float = 60.0
+    connect_timeout: float = 5.0
+    max_retries: int = 8
+    backoff_base: float = 0.5
+    backoff_cap: float = 8.0
+    gzip: bool = False
+
+    def __post_init__(self) -> None:
+        if not self.token:
+            raise SettingsError("no API token: pass --api-token or set METRONOME_BEARER_TOKEN")
+        if not 1 <= self.batch_size <= MAX_BATCH:
+            raise SettingsError(f"--batch-size must be 1 to {MAX_BATCH}")
+        self.base_url = self.base_url.rstrip("/")
+        parts = urlsplit(self.base_url)
+        if parts.scheme == "http":
+            if not is_loopback(parts.hostname or ""):
+                raise SettingsError(f"--base-url {self.base_url}: plain http:// is allowed only "
+                                    "to loopback addresses (127.0.0.1, ::1, localhost); "
+                                    "use https://")
+        elif parts.scheme != "https" or not parts.hostname:
+            raise SettingsError(f"--base-url {self.base_url!r} is not an https:// URL")
+
+    @property
+    def url(self) -> str:
+        return self.base_url + INGEST_PATH
+
+
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+class TokenBucket:
+    """Events-per-second pacing across all requests (GCRA: a reservation clock, FIFO)."""
+
+    def __init__(self, rate: float, burst_seconds: float = 0.1):
+        self.rate = rate
+        self.burst = burst_seconds
+        self._next = time.monotonic()
+
+    async def take(self, events: int) -> None:
+        if self.rate <= 0:
+            return
+        now = time.monotonic()
+        start = max(self._next, now - self.burst)
+        self._next = start + events / self.rate
+        if start > now:
+            await asyncio.sleep(start - now)
+
+
+class AdaptiveLimit:
+    """How many requests may be in flight: AIMD on latency and back-pressure, within a ceiling."""
+
+    def __init__(self, ceiling: int, initial: int = 8):
+        self.ceiling = ceiling
+        self.limit = float(min(initial, ceiling))
+        self.in_flight = 0
+        self._rtt_mean: float | None = None
+        self._last_cut = 0.0
+        self._waiters: deque[asyncio.Future] = deque()
+
+    async def acquire(self) -> None:
+        while self.in_flight >= int(self.limit):
+            waiter = asyncio.get_running_loop().create_future()
+            self._waiters.append(waiter)
+            await waiter
+        self.in_flight += 1
+
+    def release(self) -> None:
+        self.in_flight -= 1
+        self._wake()
+
+    def _wake(self) -> None:
+        free = int(self.limit) - self.in_flight
+        while free > 0 and self._waiters:
+            waiter = self._waiters.popleft()
+            if not waiter.done():
+                waiter.set_result(None)
+                free -= 1
+
+    def success(self, rtt: float) -> None:
+        mean = self._rtt_mean
+        self._rtt_mean = rtt if mean is None else mean * 0.9 + rtt * 0.1
+        if mean is not None and rtt > mean * 2 + 0.05:
+            self._cut(0.9, rtt)
+        elif self.limit < self.ceiling:
+            self.limit = min(self.ceiling, self.limit + 1 / self.limit)
+            self._wake()
+
+    def back_pressure(self) -> None:
+        self._cut(0.5, self._rtt_mean or 0.1)
+
+    def _cut(self, ratio: float, window: float) -> None:
+        now = time.monotonic()
+        if now - self._last_cut >= window:  # at most one cut per round trip
+            self._last_cut = now
+            self.limit = max(1.0, self.limit * ratio)
+
+
+def retry_after(response: httpx.Response) -> float | None:
+    """Seconds the server asked us to wait (``retry-after-ms``, ``Retry-After``), or None."""
+    value = response.headers.get("retry-after-ms")
+    if value is not None:
+        try:
+            seconds = float(value) / 1000
+        except ValueError:
+            seconds = None
+        if seconds is not None and seconds >= 0:
+            return min(seconds, MAX_RETRY_AFTER)
+    value = response.headers.get("retry-after")
+    if value is None:
+        return None
+    try:
+        seconds = float(value)
+    except ValueError:
+        try:
+            moment = email.utils.parsedate_to_datetime(value)
+        except (TypeError, ValueError):
+            return None
+        seconds = moment.timestamp() - time.time()
+    return min(max(seconds, 0.0), MAX_RETRY_AFTER)
+
+
+def server_message(response: httpx.Response) -> str:
+    try:
+        body = response.json()
+    except ValueError:
+        body = None
+    if isinstance(body, dict) and isinstance(body.get("message"), str):
+        return body["message"][:500]
+    return (response.text or response.reason_phrase or "")[:500]
+
+
+@dataclass(slots=True)
+class Batch:
+    outcomes: list[Outcome]
+    attempts: int = 0
+
+
+class Aborted(Exception):
+    """The run cannot go on: token refused, or Metronome unreachable after retries."""
+
+
+class Uploader:
+    """Sends batches; reports each event's fate through ``on_sent`` and ``on_rejected``."""
+
+    def __init__(self, settings: UploadSettings, stats: UploadStats,
+                 on_sent: Callable[[list[Outcome]], None],
+                 on_rejected: Callable[[Outcome, str, str], None],
+                 log: Callable[[str], None] = lambda message: None):
+        self.settings = settings
+        self.stats = stats
+        self.on_sent = on_sent
+        self.on_rejected = on_rejected
+        self.log = log
+        self.bucket = TokenBucket(settings.rate_limit)
+        self.limit = AdaptiveLimit(settings.concurrency)
+        self.paused_until = 0.0
+        self.aborted: str | None = None
+        self._clients: list[httpx.AsyncClient] = []
+        self._load: list[int] = []
+        self._tasks: set[asyncio.Task] = set()
+        self._headers = {
+            "Authorization": f"Bearer {settings.token}",
+            "Content-Type": "application/json",
+            "User-Agent": f"segmetro/{__version__}",
+        }
+        if settings.gzip:
+            self._headers["Content-Encoding"] = "gzip"
+
+    async def __aenter__(self) -> "Uploader":
+        count = max(1, math.ceil(self.settings.concurrency / CONNECTIONS_PER_CLIENT))
+        timeout = httpx.Timeout(self.settings.timeout, connect=self.settings.connect_timeout)
+        limits = httpx.Limits(max_connections=CONNECTIONS_PER_CLIENT,
+                              max_keepalive_connections=CONNECTIONS_PER_CLIENT)
+        self._clients = [httpx.AsyncClient(timeout=timeout, limits=limits, trust_env=False)
+                         for _ in range(count)]
+        self._load = [0] * count
+        return self
+
+    async def __aexit__(self, *exc) -> None:
+        await self.drain()
+        for client in self._clients:
+            await client.aclose()
+
+    async def submit(self, outcomes: list[Outcome]) -> None:
+        """Queue one batch; waits while the in-flight limit is reached."""
+        if self.aborted:
+            return
+        await self.limit.acquire()
+        task = asyncio.create_task(self._run(Batch(outcomes)))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def drain(self) -> None:
+        while self._tasks:
+            await asyncio.gather(*list(self._tasks), return_exceptions=True)
+
+    async def _run(self, batch: Batch) -> None:
+        try:
+            await self._deliver(batch)
+        except Aborted:
+            pass
+        finally:
+            self.limit.release()
+
+    async def _deliver(self, batch: Batch) -> None:
+        """Send until acknowledged, split, rejected or given up."""
+        body = orjson.dumps([o.event for o in batch.outcomes])
+        if self.settings.gzip:
+            body = gzip.compress(body, compresslevel=5)
+        await self.bucket.take(len(batch.outcomes))
+        while True:
+            if self.aborted:
+                raise Aborted(self.aborted)
+            pause = self.paused_until - time.monotonic()
+            if pause > 0:
+                await asyncio.sleep(pause)
+            status, response, error = await self._post(body)
+            if status == 200:
+                self.stats.sent += len(batch.outcomes)
+                self.on_sent(batch.outcomes)
+                return
+            if status == 400:
+                await self._split(batch, response)
+                return
+            if status in (401, 403):
+                self._abort(f"Metronome refused the API token (HTTP {status}): check "
+                            "--api-token / METRONOME_BEARER_TOKEN and that it belongs to the "
+                            "intended environment")
+                raise Aborted(self.aborted)
+            if status is not None and status not in RETRYABLE:
+                message = server_message(response)
+                for outcome in batch.outcomes:
+                    self.on_rejected(outcome, f"http-{status}",
+                                     f"Metronome answered HTTP {status}: {message}")
+                return
+            await self._back_off(batch, status, response, error)
+
+    async def _post(self, body: bytes):
+        index = self._load.index(min(self._load))  # the least busy client
+        self._load[index] += 1
+        self.stats.requests += 1
+        started = time.monotonic()
+        try:
+            response = await self._clients[index].post(self.settings.url, content=body,
+                                                       headers=self._headers)
+        except httpx.TransportError as error:  # connect, read, write, timeouts, protocol
+            self.limit.back_pressure()
+            return None, None, error
+        finally:
+            self._load[index] -= 1
+        status = response.status_code
+        if status == 200:
+            self.limit.success(time.monotonic() - started)
+        elif status in RETRYABLE:
+            self.limit.back_pressure()
+        return status, response, None
+
+    async def _split(self, batch: Batch, response: httpx.Response) -> None:
+        if len(batch.outcomes) == 1:
+            self.on_rejected(batch.outcomes[0], "http-400",
+                             f"Metronome rejected the event (HTTP 400): "
+                             f"{server_message(response)}")
+            return
+        self.stats.bisected += 1
+        middle = len(batch.outcomes) // 2
+        for half in (batch.outcomes[:middle], batch.outcomes[middle:]):
+            await self._deliver(Batch(half))
+
+    async def _back_off(self, batch: Batch, status: int | None, response, error) -> None:
+        batch.attempts += 1
+        what = f"HTTP {status}" if status is not None else type(error).__name__
+        if batch.attempts > self.settings.max_retries:
+            self._abort(f"Metronome unreachable: {what} after {self.settings.max_retries} "
+                        f"retries ({self.settings.base_url})")
+            raise Aborted(self.aborted)
+        self.stats.retries += 1
+        delay = min(self.settings.backoff_cap,
+                    self.settings.backoff_base * 2 ** (batch.attempts - 1))
+        delay *= 1 - 0.25 * random.random()
+        asked = retry_after(response) if response is not None else None
+        if status == 429:
+            self.stats.throttled += 1
+            kind = response.headers.get("x-metronome-rate-limit-type", "unspecified")
+            wait = asked if asked is not None else delay
+            self.paused_until = max(self.paused_until, time.monotonic() + wait)
+            self.log(f"rate limited by Metronome (HTTP 429, limit type {kind}): "
+                     f"pausing all requests {wait:.2f}s")
+            return
+        if asked is not None:
+            delay = asked
+        await asyncio.sleep(delay)
+
+    def _abort(self, reason: str) -> None:
+        if self.aborted is None:
+            self.aborted = reason
+            self.log(reason)
+
+
+def batches(outcomes: Iterable[Outcome], size: int) -> Iterable[list[Outcome]]:
+    batch: list[Outcome] = []
+    for outcome in outcomes:
+        batch.append(outcome)
+        if len(batch) == size:
+            yield batch
+            batch = []
+    if batch:
+        yield batch
+
+
+async def check_auth(settings: UploadSettings) -> tuple[bool, str]:
+    """POST [] to /v1/ingest: 400 means the token was accepted, 401/403 refused."""
+    timeout = httpx.Timeout(settings.timeout, connect=settings.connect_timeout)
+    async with httpx.AsyncClient(timeout=timeout, trust_env=False) as client:
+        try:
+            response = await client.post(settings.url, content=b"[]", headers={
+                "Authorization": f"Bearer {settings.token}", "Content-Type": "application/json"})
+        except httpx.TransportError as error:
+            return False, f"Metronome unreachable at {settings.base_url}: {type(error).__name__}"
+    if response.status_code in (401, 403):
+        return False, f"the token was refused (HTTP {response.status_code})"
+    if response.status_code in (200, 400):
+        return True, f"the token was accepted by {settings.base_url}"
+    return False, f"unexpected answer HTTP {response.status_code}: {server_message(response)}"
