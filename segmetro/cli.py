@@ -214,7 +214,7 @@ def send(inputs, mapping_path, dry_run, show, as_json, now_ms, backdate_days, re
         if settings is None:
             report = run_local(flow, show=show, tick=tick)
         else:
-            report = run_upload(flow, settings, tick=tick, log=terminal.info)
+            report = run_upload(flow, settings, tick=tick, log=terminal.warning)
     finally:
         progress.close()
     finish(terminal, report, as_json)

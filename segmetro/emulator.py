@@ -112,6 +112,7 @@ class EmulatorState:
                 lines.append(orjson.dumps(event))
         if lines:
             store.write(b"\n".join(lines) + b"\n")
+            store.flush()  # checkable while the emulator runs
 
 
 @dataclass

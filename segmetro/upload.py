@@ -215,6 +215,7 @@ class Uploader:
         self.bucket = TokenBucket(settings.rate_limit)
         self.limit = AdaptiveLimit(settings.concurrency)
         self.paused_until = 0.0
+        self._quiet_until = 0.0
         self.aborted: str | None = None
         self._clients: list[httpx.AsyncClient] = []
         self._load: list[int] = []
@@ -335,17 +336,20 @@ class Uploader:
                         f"retries ({self.settings.base_url})")
             raise Aborted(self.aborted)
         self.stats.retries += 1
-        delay = min(self.settings.backoff_cap,
-                    self.settings.backoff_base * 2 ** (batch.attempts - 1))
+        cap = self.settings.backoff_cap
+        delay = min(cap, min(self.settings.backoff_base, cap) * 2 ** (batch.attempts - 1))
         delay *= 1 - 0.25 * random.random()
         asked = retry_after(response) if response is not None else None
         if status == 429:
             self.stats.throttled += 1
             kind = response.headers.get("x-metronome-rate-limit-type", "unspecified")
             wait = asked if asked is not None else delay
-            self.paused_until = max(self.paused_until, time.monotonic() + wait)
-            self.log(f"rate limited by Metronome (HTTP 429, limit type {kind}): "
-                     f"pausing all requests {wait:.2f}s")
+            now = time.monotonic()
+            self.paused_until = max(self.paused_until, now + wait)
+            if now >= self._quiet_until:  # one line per few seconds, however many 429s
+                self._quiet_until = now + 5.0
+                self.log(f"rate limited by Metronome (HTTP 429, limit type {kind}): "
+                         f"pausing all requests {wait:.2f}s ({self.stats.throttled:,} so far)")
             return
         if asked is not None:
             delay = asked

@@ -52,7 +52,7 @@ def test_dry_run_of_the_sample_shows_every_part_of_the_summary(run, tmp_path):
 
 def test_json_summary_keys(run, tmp_path):
     result = run("send", SAMPLE, "--dry-run", *NOW, "--json")
-    summary = orjson.loads(result.output)
+    summary = orjson.loads(result.stdout)
     assert {"lines", "events", "skipped", "rejected", "sent", "by_event_type",
             "rejects_path"} <= set(summary)
     assert summary["lines"] == 309 and summary["sent"] == 0
@@ -101,7 +101,7 @@ def test_stdin_and_gzip_inputs(run, write):
     zipped = write("day.gz", gzip.compress(jsonl(track(1))))
     result = run("send", "-", zipped, "--dry-run", *NOW, "--json",
                  input=jsonl(track(2), track(3)))
-    summary = orjson.loads(result.output)
+    summary = orjson.loads(result.stdout)
     assert summary["events"] == 3 and summary["files"] == 2
 
 
@@ -109,7 +109,7 @@ def test_skipped_files_are_counted(run, write, tmp_path):
     write("logs/src/1/a.gz", gzip.compress(jsonl(track(1))))
     write("logs/dummy-object.txt", "")
     result = run("send", tmp_path / "logs", "--dry-run", *NOW, "--json")
-    summary = orjson.loads(result.output)
+    summary = orjson.loads(result.stdout)
     assert summary["events"] == 1 and summary["files_skipped"][0].endswith("dummy-object.txt")
 
 
@@ -176,7 +176,7 @@ def test_validate_mapping_only(run):
 def test_validate_with_inputs_reports_repeated_transaction_ids(run, write):
     path = write("in.jsonl", jsonl(track(1), track(2), track(1)))
     result = run("validate", path, *NOW, "--json")
-    summary = orjson.loads(result.output)
+    summary = orjson.loads(result.stdout)
     assert summary["duplicate_transaction_ids"] == {"msg-1": 2}
     text = run("validate", path, *NOW).output
     assert "repeated transaction ids: 1" in text and "2× msg-1" in text
@@ -191,7 +191,7 @@ def test_validate_window_flags(run, write):
 
 def test_inspect_lists_paths_counts_types_and_examples(run):
     result = run("inspect", SAMPLE, "--event", "Tokens Used", "--json")
-    [group] = orjson.loads(result.output)
+    [group] = orjson.loads(result.stdout)
     paths = {p["path"]: p for p in group["paths"]}
     assert group["type"] == "track" and group["event"] == "Tokens Used"
     assert paths["$.properties.tokens"]["types"] == {"number": group["records"]}
