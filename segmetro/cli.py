@@ -6,6 +6,7 @@ import asyncio
 import functools
 import signal
 import sys
+from contextlib import ExitStack
 from typing import Callable
 
 import click
@@ -19,7 +20,8 @@ from segmetro.explore import survey, survey_json
 from segmetro.mapping import MappingError, MappingSet, load_mapping
 from segmetro.rejects import RejectsFile, default_path
 from segmetro.report import EXIT_CODES_HELP, ExitStatus, RunReport, Terminal
-from segmetro.run import Flow, run_local, run_upload
+from segmetro.checkpoint import LockHeld, StateError
+from segmetro.run import Flow, checkpointed, run_local, run_upload
 from segmetro.sources import InputError, InputSet, expand_inputs, read_records
 from segmetro.timestamps import now_ms as current_ms
 from segmetro.upload import (DEFAULT_BASE_URL, MAX_BATCH, SettingsError, UploadSettings,
@@ -173,6 +175,26 @@ def upload_options(function: Callable) -> Callable:
     return function
 
 
+def state_options(function: Callable) -> Callable:
+    options = [
+        click.option("--state", "state_dir", type=click.Path(file_okay=False), metavar="DIR",
+                     help="Keep durable progress, the run lock and the rejects in DIR: a rerun "
+                          "skips finished files and resumes partly sent ones."),
+        click.option("--restart", is_flag=True,
+                     help="Start over: set the state's progress and rejects aside "
+                          "(*.before-restart) instead of resuming."),
+        click.option("--grace-period", default=10.0, show_default=True,
+                     type=click.FloatRange(0),
+                     help="Seconds to let requests in flight finish after Ctrl-C or SIGTERM."),
+        click.option("--checkpoint-interval", default=5.0, show_default=True,
+                     type=click.FloatRange(0.1),
+                     help="Seconds between durable (fsynced) snapshots of the state."),
+    ]
+    for option in reversed(options):
+        function = option(function)
+    return function
+
+
 def upload_settings(api_token, base_url, timeout, batch_size=MAX_BATCH, rate_limit=0.0,
                     concurrency=64, max_retries=8, max_backoff=8.0,
                     use_gzip=False) -> UploadSettings:
@@ -195,9 +217,11 @@ def upload_settings(api_token, base_url, timeout, batch_size=MAX_BATCH, rate_lim
 @validation_options
 @connection_options
 @upload_options
+@state_options
 @handle_interrupt
 def send(inputs, mapping_path, dry_run, show, as_json, now_ms, backdate_days, rejects_path,
-         quiet, api_token, base_url, timeout, **upload):
+         quiet, api_token, base_url, timeout, state_dir, restart, grace_period,
+         checkpoint_interval, **upload):
     """Map, validate and send events to Metronome's /v1/ingest.
 
     \b
@@ -208,15 +232,33 @@ def send(inputs, mapping_path, dry_run, show, as_json, now_ms, backdate_days, re
     """
     terminal = Terminal(quiet=quiet or as_json)
     flow = make_flow("send", terminal, inputs, mapping_path, now_ms, backdate_days, rejects_path)
-    settings = None if dry_run else upload_settings(api_token, base_url, timeout, **upload)
-    progress, tick = progress_tick(terminal, flow)
-    try:
-        if settings is None:
+    if dry_run:
+        if state_dir:
+            raise ConfigError("--state keeps the progress of real sends; leave it out of a "
+                              "--dry-run")
+        progress, tick = progress_tick(terminal, flow)
+        try:
             report = run_local(flow, show=show, tick=tick)
-        else:
-            report = run_upload(flow, settings, tick=tick, log=terminal.warning)
-    finally:
-        progress.close()
+        finally:
+            progress.close()
+        finish(terminal, report, as_json)
+    settings = upload_settings(api_token, base_url, timeout, **upload)
+    with ExitStack() as stack:
+        if state_dir:
+            try:
+                stack.enter_context(checkpointed(flow, state_dir, settings.base_url, restart,
+                                                 checkpoint_interval, bool(rejects_path)))
+            except LockHeld as error:
+                terminal.error(str(error))
+                sys.exit(int(ExitStatus.LOCKED))
+            except StateError as error:
+                raise ConfigError(str(error)) from None
+        progress, tick = progress_tick(terminal, flow)
+        try:
+            report = run_upload(flow, settings, tick=tick, log=terminal.warning,
+                                grace=grace_period)
+        finally:
+            progress.close()
     finish(terminal, report, as_json)
 
 

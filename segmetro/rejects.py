@@ -29,15 +29,53 @@ class RejectsFile:
         self.appended = os.path.exists(path)
         self.written = 0
         self._fd: int | None = None
+        self.fingerprints: dict[str, str] = {}  # file -> content fingerprint, with --state
+        self._already: set[tuple] = set()  # rejections an interrupted run already wrote
+
+    def load_written(self, resume_from: dict[str, int]) -> None:
+        """Remember what earlier runs wrote for records after each fingerprint's resume point,
+        so a resumed run writes each rejected record once. ``resume_from``: fingerprint -> seq."""
+        if not os.path.exists(self.path) or not resume_from:
+            return
+        self._trim_partial_line()
+        with open(self.path, "rb") as handle:
+            for line in handle:
+                try:
+                    entry = orjson.loads(line)
+                except orjson.JSONDecodeError:
+                    continue
+                fp = entry.get("fingerprint")
+                if fp in resume_from and entry.get("seq", -1) >= resume_from[fp]:
+                    self._already.add((fp, entry["seq"], entry.get("mapping"), entry["stage"]))
+
+    def _trim_partial_line(self) -> None:
+        """A line cut off by a crash would corrupt the next one appended: drop it."""
+        with open(self.path, "rb+") as handle:
+            size = handle.seek(0, os.SEEK_END)
+            if not size:
+                return
+            handle.seek(max(0, size - 65536))
+            tail = handle.read()
+            if tail.endswith(b"\n"):
+                return
+            cut = tail.rfind(b"\n")
+            handle.truncate(size - len(tail) + cut + 1 if cut >= 0 else
+                            (0 if size <= 65536 else size))
 
     def write(self, outcome: Outcome, stage: str | None = None, code: str | None = None,
               reason: str | None = None) -> None:
         """Write a rejection; ``stage``/``code``/``reason`` override the outcome's (api stage)."""
         record = outcome.record
+        stage = stage or outcome.stage
+        fp = self.fingerprints.get(record.file)
+        if fp is not None and self._already and \
+                (fp, record.seq, outcome.mapping, stage) in self._already:
+            return
         entry = {
             "file": record.file,
             "line": record.line,
-            "stage": stage or outcome.stage,
+            "seq": record.seq,
+            "stage": stage,
             "code": code or outcome.code,
             "reason": reason or outcome.reason,
             "mapping": outcome.mapping,
@@ -45,6 +83,8 @@ class RejectsFile:
         }
         if outcome.event is not None:
             entry["event"] = outcome.event
+        if fp is not None:
+            entry["fingerprint"] = fp
         if self._fd is None:
             self._fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
             os.fchmod(self._fd, 0o600)

@@ -6,6 +6,7 @@ otherwise (cron) a plain line of totals every few seconds at most. The core neve
 
 from __future__ import annotations
 
+import signal
 import sys
 import time
 from dataclasses import dataclass, field
@@ -25,7 +26,8 @@ class ExitStatus(IntEnum):
     OK = 0  # every record fine (skipped by triggers counts as fine)
     REJECTED = 1  # finished, some records rejected
     CONFIG = 2  # usage or configuration error
-    ABORTED = 3  # token refused, Metronome unreachable after retries, state refused
+    ABORTED = 3  # token refused, Metronome unreachable after retries
+    LOCKED = 4  # another run holds the state's lock (cron overlap): nothing was done
     INTERRUPTED = 130  # Ctrl-C
     TERMINATED = 143  # SIGTERM
 
@@ -33,8 +35,8 @@ class ExitStatus(IntEnum):
 EXIT_CODES_HELP = (
     "Exit codes: 0 every record fine (records no trigger matched count as fine); 1 finished, "
     "some records rejected (see the rejects file); 2 usage or configuration error; 3 aborted "
-    "(token refused, Metronome unreachable after retries); 130 interrupted (Ctrl-C); 143 "
-    "terminated (SIGTERM)."
+    "(token refused, Metronome unreachable after retries); 4 another run holds the --state lock, "
+    "nothing done; 130 interrupted (Ctrl-C); 143 terminated (SIGTERM)."
 )
 
 
@@ -67,8 +69,12 @@ class RunReport:
     mapping_source: str = ""
     warnings: list[str] = field(default_factory=list)
     resumed: dict[str, Any] = field(default_factory=dict)  # checkpoint: files skipped / resumed
+    interrupted: int | None = None  # the signal that stopped the run early
 
     def exit_status(self) -> ExitStatus:
+        if self.interrupted is not None:
+            return ExitStatus.TERMINATED if self.interrupted == signal.SIGTERM \
+                else ExitStatus.INTERRUPTED
         if self.upload is not None and self.upload.aborted:
             return ExitStatus.ABORTED
         if self.tally.rejected:
@@ -100,6 +106,7 @@ class RunReport:
             "rejects_path": self.rejects_path,
             "elapsed_seconds": round(self.elapsed, 3),
             "exit_status": int(self.exit_status()),
+            "interrupted": signal.Signals(self.interrupted).name if self.interrupted else None,
             "warnings": self.warnings,
         }
         if self.upload is not None:
@@ -176,6 +183,9 @@ def summary_lines(report: RunReport) -> list[str]:
         lines.append(f"  rejects {how} {escape(report.rejects_path)} (mode 0600)")
     if report.upload is not None and report.upload.aborted:
         lines.append(f"  [bold red]aborted:[/] {escape(report.upload.aborted)}")
+    if report.interrupted is not None:
+        lines.append(f"  [bold red]stopped by {signal.Signals(report.interrupted).name}[/]: "
+                     "input not read to the end")
     for warning in report.warnings:
         lines.append(f"  [yellow]warning:[/] {escape(warning)}")
     return lines

@@ -14,7 +14,7 @@ import os
 import sys
 import zlib
 from dataclasses import dataclass, field
-from typing import BinaryIO, Iterator
+from typing import BinaryIO, Callable, Iterator
 
 import orjson
 
@@ -41,16 +41,37 @@ class SegmentRecord:
     error: str | None = None
     error_code: str | None = None
     raw: str | None = None
+    line_seq: int = -1  # seq of the first record on this line, when the line holds several
 
     @property
     def place(self) -> str:
         return f"{self.file}:{self.line}"
+
+    def resume_after(self) -> "Position":
+        """Where a reader restarts to get every record after this one."""
+        return Position(self.line, self.line_seq if self.line_seq >= 0 else self.seq,
+                        self.seq + 1)
+
+    def resume_at(self) -> "Position":
+        """Where a reader restarts to get this record and every one after it."""
+        return Position(self.line, self.line_seq if self.line_seq >= 0 else self.seq, self.seq)
+
+
+@dataclass(frozen=True)
+class Position:
+    """A place to resume reading: skip lines before ``line`` unread, count records from
+    ``line_seq`` at that line, and drop records before ``seq``."""
+
+    line: int = 1
+    line_seq: int = 0
+    seq: int = 0
 
 
 @dataclass(slots=True)
 class InputFile:
     path: str  # STDIN for standard input
     size: int | None  # bytes on disk, None when unknown (stdin)
+    start: Position | None = None  # resume here (checkpoints); None reads from the top
 
     @property
     def name(self) -> str:
@@ -195,14 +216,14 @@ def _envelope_items(envelope: dict, name: str, line: int, seq: int) -> Iterator[
             yield SegmentRecord(
                 name, line, seq + index, None,
                 f"batch item {index} is not a JSON object", "not-object",
-                orjson.dumps(item).decode(),
+                orjson.dumps(item).decode(), seq,
             )
             continue
         merged = {**defaults, **item}
         item_context, envelope_context = item.get("context"), defaults.get("context")
         if isinstance(item_context, dict) and isinstance(envelope_context, dict):
             merged["context"] = {**envelope_context, **item_context}
-        yield SegmentRecord(name, line, seq + index, merged)
+        yield SegmentRecord(name, line, seq + index, merged, line_seq=seq)
 
 
 def read_file(source: InputFile, counter_sink: list | None = None) -> Iterator[SegmentRecord]:
@@ -213,9 +234,14 @@ def read_file(source: InputFile, counter_sink: list | None = None) -> Iterator[S
         counter_sink.append(counter)
     lines, stream = open_lines(source, counter)
     loads = orjson.loads
+    start = source.start or Position()
     line_no = 0
-    seq = 0
+    seq = start.line_seq
     try:
+        for _ in range(start.line - 1):  # settled in an earlier run: skip unparsed
+            if next(lines, None) is None:
+                return
+            line_no += 1
         while True:
             try:
                 line = next(lines)
@@ -241,7 +267,9 @@ def read_file(source: InputFile, counter_sink: list | None = None) -> Iterator[S
             if data.__class__ is dict:
                 batch = data.get("batch")
                 if batch.__class__ is list:
-                    yield from _envelope_items(data, name, line_no, seq)
+                    for record in _envelope_items(data, name, line_no, seq):
+                        if record.seq >= start.seq:
+                            yield record
                     seq += len(batch)
                 else:
                     yield SegmentRecord(name, line_no, seq, data)
@@ -258,6 +286,9 @@ def read_file(source: InputFile, counter_sink: list | None = None) -> Iterator[S
             stream.close()
 
 
-def read_records(inputs: InputSet, counters: list | None = None) -> Iterator[SegmentRecord]:
+def read_records(inputs: InputSet, counters: list | None = None,
+                 on_file_done: Callable[[str], None] | None = None) -> Iterator[SegmentRecord]:
     for source in inputs.files:
         yield from read_file(source, counters)
+        if on_file_done is not None:
+            on_file_done(source.name)

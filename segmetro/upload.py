@@ -196,6 +196,37 @@ class Batch:
     attempts: int = 0
 
 
+class SendWindow:
+    """Batches may be sent at most ``size`` ahead of the oldest one not yet finished.
+
+    The in-flight limit alone would let one batch stuck in retries hold back the checkpoint while
+    hundreds after it are acknowledged; after a crash all of those would be sent again. With the
+    window, what a crash can resend is bounded by ``size`` batches.
+    """
+
+    def __init__(self, size: int):
+        self.size = size
+        self._next = 0
+        self._open: deque[int] = deque()
+        self._finished: set[int] = set()
+        self._moved = asyncio.Event()
+
+    async def enter(self) -> int:
+        while self._open and self._next - self._open[0] >= self.size:
+            self._moved.clear()
+            await self._moved.wait()
+        number = self._next
+        self._next += 1
+        self._open.append(number)
+        return number
+
+    def leave(self, number: int) -> None:
+        self._finished.add(number)
+        while self._open and self._open[0] in self._finished:
+            self._finished.discard(self._open.popleft())
+            self._moved.set()
+
+
 class Aborted(Exception):
     """The run cannot go on: token refused, or Metronome unreachable after retries."""
 
@@ -214,6 +245,7 @@ class Uploader:
         self.log = log
         self.bucket = TokenBucket(settings.rate_limit)
         self.limit = AdaptiveLimit(settings.concurrency)
+        self.window = SendWindow(settings.concurrency)
         self.paused_until = 0.0
         self._quiet_until = 0.0
         self.aborted: str | None = None
@@ -247,22 +279,33 @@ class Uploader:
         """Queue one batch; waits while the in-flight limit is reached."""
         if self.aborted:
             return
+        number = await self.window.enter()
         await self.limit.acquire()
-        task = asyncio.create_task(self._run(Batch(outcomes)))
+        task = asyncio.create_task(self._run(Batch(outcomes), number))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    async def drain(self) -> None:
+    async def drain(self, timeout: float | None = None) -> None:
+        """Wait for the requests in flight; past ``timeout`` seconds, abandon them (their events
+        stay unconfirmed and are sent again by the next run)."""
+        deadline = None if timeout is None else time.monotonic() + timeout
         while self._tasks:
-            await asyncio.gather(*list(self._tasks), return_exceptions=True)
+            remaining = None if deadline is None else deadline - time.monotonic()
+            if remaining is not None and remaining <= 0:
+                for task in list(self._tasks):
+                    task.cancel()
+                await asyncio.gather(*list(self._tasks), return_exceptions=True)
+                return
+            await asyncio.wait(list(self._tasks), timeout=remaining)
 
-    async def _run(self, batch: Batch) -> None:
+    async def _run(self, batch: Batch, number: int) -> None:
         try:
             await self._deliver(batch)
-        except Aborted:
-            pass
+        except (Aborted, asyncio.CancelledError):
+            pass  # the batch's events stay unconfirmed
         finally:
             self.limit.release()
+            self.window.leave(number)
 
     async def _deliver(self, batch: Batch) -> None:
         """Send until acknowledged, split, rejected or given up."""

@@ -106,6 +106,7 @@ class MappingSet:
     mappings: list[Mapping]
     source: str  # file name, or "<default>"
     warnings: list[str] = field(default_factory=list)
+    digest: str = ""  # SHA-256 of the mapping text: a checkpoint is valid for one mapping only
 
     def apply(self, record: dict) -> list[MappedEvent]:
         results = []

@@ -1,0 +1,337 @@
+"""Durable progress for cron-driven backfills, and the run lock.
+
+A state directory holds:
+- ``state.json``: a snapshot of progress per input file, known by the SHA-256 of its content (a
+  renamed or re-downloaded file is recognised, a changed one is noticed), plus the mapping's hash
+  and the destination it was made for. Written atomically: temp file, fsync, rename, fsync dir.
+- ``journal.jsonl``: each advance of a file's settled prefix since the snapshot, one small line
+  appended as it happens. A killed process loses nothing the kernel has (write() survives
+  ``kill -9``); the snapshot folds the journal in and is fsynced every few seconds and at exit.
+- ``rejects.jsonl``: the rejects of every run with this state (appended).
+- ``lock``: an flock held for the run, with the holder's PID. The kernel drops the lock when the
+  holder dies, so a stale lock is simply taken over.
+
+Progress advances only over the contiguous prefix of records that are settled: acknowledged by
+Metronome, or rejected and written to the rejects file, or skipped by the triggers.
+"""
+
+from __future__ import annotations
+
+import errno
+import fcntl
+import hashlib
+import os
+import time
+from collections import deque
+from dataclasses import dataclass, field
+
+import orjson
+
+from segmetro.pipeline import EVENT, Outcome
+from segmetro.sources import STDIN, InputFile, Position
+
+STATE_VERSION = 1
+_HASH_CHUNK = 1 << 20
+
+
+class StateError(Exception):
+    """A state directory that cannot be used as asked (message says what to do)."""
+
+
+class LockHeld(StateError):
+    """Another run holds the lock."""
+
+
+def fingerprint(path: str) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        while chunk := handle.read(_HASH_CHUNK):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _fsync_dir(directory: str) -> None:
+    fd = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def write_atomically(path: str, data: bytes) -> None:
+    temporary = f"{path}.tmp"
+    with open(os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "wb") as handle:
+        handle.write(data)
+        handle.flush()
+        os.fsync(handle.fileno())
+    os.replace(temporary, path)
+    _fsync_dir(os.path.dirname(os.path.abspath(path)))
+
+
+class RunLock:
+    def __init__(self, directory: str):
+        self.path = os.path.join(directory, "lock")
+        self._fd: int | None = None
+        self.took_over: str | None = None  # PID of a dead holder whose lock file was left
+
+    def acquire(self) -> None:
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as error:
+            holder = os.pread(fd, 200, 0).decode(errors="replace").strip() or "unknown"
+            os.close(fd)
+            if error.errno in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
+                raise LockHeld(f"another segmetro run holds {self.path} (PID {holder.split()[0]}"
+                               f"); not starting a second one. If no such process is running, "
+                               "the lock frees itself.") from None
+            raise
+        previous = os.pread(fd, 200, 0).decode(errors="replace").strip()
+        if previous:
+            self.took_over = previous.split()[0]
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()} {time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime())}\n"
+                  .encode(), 0)
+        self._fd = fd
+
+    def release(self) -> None:
+        if self._fd is not None:
+            os.ftruncate(self._fd, 0)
+            os.close(self._fd)  # closing drops the flock
+            self._fd = None
+
+
+@dataclass
+class FileProgress:
+    """One input file's settled prefix: resume at ``position``; ``done`` when all is settled."""
+
+    path: str
+    position: Position = field(default_factory=Position)
+    done: bool = False
+
+    def as_json(self) -> dict:
+        return {"path": self.path, "line": self.position.line,
+                "line_seq": self.position.line_seq, "seq": self.position.seq, "done": self.done}
+
+    @classmethod
+    def from_json(cls, data: dict) -> "FileProgress":
+        return cls(data["path"], Position(data["line"], data["line_seq"], data["seq"]),
+                   data["done"])
+
+
+class State:
+    """Progress of every file this state has seen, with snapshot + journal persistence."""
+
+    def __init__(self, directory: str, mapping_hash: str, destination: str):
+        self.directory = directory
+        self.mapping_hash = mapping_hash
+        self.destination = destination
+        self.files: dict[str, FileProgress] = {}  # fingerprint -> progress
+        self.snapshot_path = os.path.join(directory, "state.json")
+        self.journal_path = os.path.join(directory, "journal.jsonl")
+        self._journal_fd: int | None = None
+
+    @property
+    def rejects_path(self) -> str:
+        return os.path.join(self.directory, "rejects.jsonl")
+
+    def load(self, restart: bool) -> None:
+        if restart:
+            for path in (self.snapshot_path, self.journal_path, self.rejects_path):
+                if os.path.exists(path):
+                    os.replace(path, f"{path}.before-restart")
+            return
+        if os.path.exists(self.snapshot_path):
+            with open(self.snapshot_path, "rb") as handle:
+                try:
+                    snapshot = orjson.loads(handle.read())
+                except orjson.JSONDecodeError:
+                    raise StateError(f"{self.snapshot_path} is not valid JSON; use --restart "
+                                     "to start over") from None
+            self._check(snapshot)
+            self.files = {fp: FileProgress.from_json(data)
+                          for fp, data in snapshot.get("files", {}).items()}
+        if os.path.exists(self.journal_path):
+            with open(self.journal_path, "rb") as handle:
+                for line in handle:
+                    try:
+                        entry = orjson.loads(line)
+                    except orjson.JSONDecodeError:
+                        break  # a line cut off by a crash: everything before it counts
+                    self._apply(entry["fp"], FileProgress.from_json(entry))
+
+    def _check(self, snapshot: dict) -> None:
+        if snapshot.get("version") != STATE_VERSION:
+            raise StateError(f"{self.snapshot_path} was written by another version of "
+                             "segmetro; use --restart to start over")
+        if snapshot.get("mapping_hash") != self.mapping_hash:
+            raise StateError(f"the state in {self.directory} was made with another mapping "
+                             f"({snapshot.get('mapping', '?')}); resuming would mix two "
+                             "mappings. Use the same --mapping, another --state, or --restart "
+                             "to start over")
+        if snapshot.get("destination") != self.destination:
+            raise StateError(f"the state in {self.directory} was made for "
+                             f"{snapshot.get('destination')}, not {self.destination}; use "
+                             "another --state, or --restart to start over")
+
+    def _apply(self, fp: str, progress: FileProgress) -> None:
+        known = self.files.get(fp)
+        if known is None or known.done < progress.done or (
+                not known.done and known.position.seq <= progress.position.seq):
+            self.files[fp] = progress
+
+    def record(self, fp: str, progress: FileProgress) -> None:
+        """An advance: in memory, and one journal line that a crash of this process keeps."""
+        self.files[fp] = progress
+        if self._journal_fd is None:
+            self._journal_fd = os.open(self.journal_path,
+                                       os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+        os.write(self._journal_fd, orjson.dumps({"fp": fp, **progress.as_json()}) + b"\n")
+
+    def snapshot(self, mapping_source: str) -> None:
+        """Fold everything into state.json durably, then empty the journal."""
+        payload = {
+            "version": STATE_VERSION,
+            "mapping": mapping_source,
+            "mapping_hash": self.mapping_hash,
+            "destination": self.destination,
+            "updated": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+            "files": {fp: progress.as_json() for fp, progress in self.files.items()},
+        }
+        write_atomically(self.snapshot_path, orjson.dumps(payload, option=orjson.OPT_INDENT_2))
+        if self._journal_fd is not None:
+            os.ftruncate(self._journal_fd, 0)
+        elif os.path.exists(self.journal_path):
+            os.truncate(self.journal_path, 0)
+
+    def close(self) -> None:
+        if self._journal_fd is not None:
+            os.close(self._journal_fd)
+            self._journal_fd = None
+
+
+@dataclass
+class Plan:
+    """What a run with state reads: files to skip, to resume, and changed ones."""
+
+    fingerprints: dict[str, str] = field(default_factory=dict)  # path -> fingerprint
+    finished: list[str] = field(default_factory=list)
+    resumed: list[str] = field(default_factory=list)
+    changed: list[str] = field(default_factory=list)
+
+    def summary(self) -> dict:
+        result = {}
+        if self.finished:
+            result["files finished earlier, skipped"] = len(self.finished)
+        if self.resumed:
+            result["files resumed"] = ", ".join(self.resumed)
+        if self.changed:
+            result["files changed since they were last read, read from the start"] = \
+                ", ".join(self.changed)
+        return result
+
+
+def plan(state: State, files: list[InputFile]) -> tuple[list[InputFile], Plan]:
+    """The files left to read, each starting after its settled prefix."""
+    result = Plan()
+    known_paths = {progress.path: fp for fp, progress in state.files.items()}
+    to_read = []
+    for source in files:
+        if source.path == STDIN:
+            raise StateError("stdin cannot be resumed: with --state, write it to a file first")
+        fp = fingerprint(source.path)
+        result.fingerprints[source.path] = fp
+        progress = state.files.get(fp)
+        if progress is None:
+            if source.path in known_paths:
+                result.changed.append(source.path)
+            state.files[fp] = FileProgress(source.path)
+            to_read.append(source)
+        elif progress.done:
+            result.finished.append(source.path)
+            progress.path = source.path
+        else:
+            progress.path = source.path
+            if progress.position.seq > 0:
+                result.resumed.append(f"{source.path} from line {progress.position.line}")
+            to_read.append(InputFile(source.path, source.size, progress.position))
+    return to_read, result
+
+
+class Ledger:
+    """Follows every outcome to its settlement and advances each file's settled prefix.
+
+    An advance caused by an acknowledgement is journaled at once, so that after ``kill -9`` no
+    more than the requests in flight are sent again. Advances over skipped or rejected records
+    (cheap to redo, and their rejects are not written twice) wait for the next journal line or
+    snapshot, which keeps a file of a million skipped records from costing a million writes.
+    """
+
+    def __init__(self, state: State, fingerprints: dict[str, str], snapshot_every: float,
+                 before_snapshot, mapping_source: str):
+        self.state = state
+        self.fingerprints = fingerprints  # file name -> fingerprint
+        self.snapshot_every = snapshot_every
+        self.before_snapshot = before_snapshot  # makes the rejects durable first
+        self.mapping_source = mapping_source
+        self._pending: dict[str, deque] = {}  # file -> deque of [record, unsettled, complete]
+        self._entries: dict[int, list] = {}  # id(record) -> its entry
+        self._read_done: set[str] = set()
+        self._last_snapshot = time.monotonic()
+
+    def add(self, outcome: Outcome) -> None:
+        """Every outcome, in reading order; events stay unsettled until ``settle``."""
+        record = outcome.record
+        entry = self._entries.get(id(record))
+        if entry is None:
+            entry = [record, 0, False]
+            self._entries[id(record)] = entry
+            self._pending.setdefault(record.file, deque()).append(entry)
+        if outcome.kind is EVENT:
+            entry[1] += 1
+        if outcome.final:
+            entry[2] = True
+            if not entry[1]:
+                self._advance(record.file, journal=False)
+
+    def settle(self, outcome: Outcome) -> None:
+        """An event acknowledged by Metronome, or rejected by it and written to the rejects."""
+        entry = self._entries[id(outcome.record)]
+        entry[1] -= 1
+        if not entry[1] and entry[2]:
+            self._advance(outcome.record.file, journal=True)
+
+    def file_read(self, name: str) -> None:
+        """Reading reached the end of ``name``: it is done once its last record settles."""
+        self._read_done.add(name)
+        self._advance(name, journal=True)
+
+    def _advance(self, name: str, journal: bool) -> None:
+        queue = self._pending.setdefault(name, deque())
+        last = None
+        while queue and queue[0][2] and not queue[0][1]:
+            last = queue.popleft()[0]
+            del self._entries[id(last)]
+        fp = self.fingerprints[name]
+        progress = self.state.files[fp]
+        done = not queue and name in self._read_done
+        if last is None and done == progress.done:
+            return
+        if last is not None:
+            position = queue[0][0].resume_at() if queue else last.resume_after()
+        else:
+            position = progress.position
+        advanced = FileProgress(name, position, done)
+        if journal or done:
+            self.state.record(fp, advanced)
+        else:
+            self.state.files[fp] = advanced
+
+    def maybe_snapshot(self) -> None:
+        if time.monotonic() - self._last_snapshot >= self.snapshot_every:
+            self.snapshot()
+
+    def snapshot(self) -> None:
+        self.before_snapshot()
+        self.state.snapshot(self.mapping_source)
+        self._last_snapshot = time.monotonic()
