@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import asyncio
 import functools
-import signal
 import sys
 from contextlib import ExitStack
 from typing import Callable
@@ -14,18 +12,14 @@ import orjson
 from rich.markup import escape
 
 from segmetro import __version__
-from segmetro.events import DEFAULT_BACKDATE_DAYS, Window
-from segmetro.emulator import EmulatorState, Faults, run_until_stopped
+from segmetro.events import DEFAULT_BACKDATE_DAYS, DEFAULT_BASE_URL, MAX_BATCH, Window
 from segmetro.explore import survey, survey_json
 from segmetro.mapping import MappingError, MappingSet, load_mapping
 from segmetro.rejects import RejectsFile, default_path
 from segmetro.report import EXIT_CODES_HELP, ExitStatus, RunReport, Terminal
-from segmetro.checkpoint import LockHeld, StateError
-from segmetro.run import Flow, checkpointed, run_local, run_upload
+from segmetro.run import Flow, run_local
 from segmetro.sources import InputError, InputSet, expand_inputs, read_records
 from segmetro.timestamps import now_ms as current_ms
-from segmetro.upload import (DEFAULT_BASE_URL, MAX_BATCH, SettingsError, UploadSettings,
-                             check_auth, is_loopback)
 from segmetro.timestamps import parse_now
 
 
@@ -196,8 +190,9 @@ def state_options(function: Callable) -> Callable:
 
 
 def upload_settings(api_token, base_url, timeout, batch_size=MAX_BATCH, rate_limit=0.0,
-                    concurrency=64, max_retries=8, max_backoff=8.0,
-                    use_gzip=False) -> UploadSettings:
+                    concurrency=64, max_retries=8, max_backoff=8.0, use_gzip=False):
+    from segmetro.upload import SettingsError, UploadSettings  # httpx: only when sending
+
     try:
         return UploadSettings(token=api_token or "", base_url=base_url, timeout=timeout,
                               batch_size=batch_size, rate_limit=rate_limit,
@@ -242,6 +237,9 @@ def send(inputs, mapping_path, dry_run, show, as_json, now_ms, backdate_days, re
         finally:
             progress.close()
         finish(terminal, report, as_json)
+    from segmetro.checkpoint import LockHeld, StateError
+    from segmetro.send import checkpointed, run_upload
+
     settings = upload_settings(api_token, base_url, timeout, **upload)
     with ExitStack() as stack:
         if state_dir:
@@ -270,6 +268,10 @@ def check_auth_command(api_token, base_url, timeout):
     Metronome answers 400 to an empty batch with a good token, and 401 or 403 with a bad one.
     Exit 0 when accepted, 3 when refused or unreachable.
     """
+    import asyncio
+
+    from segmetro.upload import check_auth
+
     settings = upload_settings(api_token, base_url, timeout)
     accepted, message = asyncio.run(check_auth(settings))
     terminal = Terminal()
@@ -436,6 +438,12 @@ def emulator(host, port, token, store, latency, latency_jitter, error_rate, thro
       segmetro emulator --store accepted.jsonl
       segmetro emulator --port 0 --error-rate 0.2 --throttle-rate 0.1 --latency 50
     """
+    import asyncio
+    import signal
+
+    from segmetro.emulator import EmulatorState, Faults, run_until_stopped
+    from segmetro.upload import is_loopback
+
     if not is_loopback(host):
         raise ConfigError(f"--host {host}: the emulator listens on loopback addresses only")
     faults = Faults(latency, latency_jitter, error_rate, throttle_rate, retry_after, drop_rate,

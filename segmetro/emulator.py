@@ -28,10 +28,9 @@ from typing import IO
 
 import orjson
 
-from segmetro.events import DEFAULT_BACKDATE_DAYS, Window, check_event
+from segmetro.events import DEFAULT_BACKDATE_DAYS, MAX_BATCH, Window, check_event
 from segmetro.timestamps import now_ms
 
-MAX_BATCH = 100
 MAX_BODY = 64 << 20
 REASONS = {200: "OK", 400: "Bad Request", 401: "Unauthorized", 404: "Not Found",
            405: "Method Not Allowed", 411: "Length Required", 413: "Payload Too Large",

@@ -10,6 +10,8 @@ from dataclasses import dataclass
 
 from segmetro.timestamps import format_ms, parse_rfc3339
 
+DEFAULT_BASE_URL = "https://api.metronome.com"
+MAX_BATCH = 100  # events in one /v1/ingest request
 REQUIRED_FIELDS = ("transaction_id", "customer_id", "event_type", "timestamp")
 EVENT_FIELDS = REQUIRED_FIELDS + ("properties",)
 MAX_TRANSACTION_ID = 128
@@ -26,13 +28,9 @@ class Window:
     now_ms: int
     backdate_days: int = DEFAULT_BACKDATE_DAYS
 
-    @property
-    def earliest_ms(self) -> int:
-        return self.now_ms - self.backdate_days * DAY_MS
-
-    @property
-    def latest_ms(self) -> int:
-        return self.now_ms + FUTURE_MS
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "earliest_ms", self.now_ms - self.backdate_days * DAY_MS)
+        object.__setattr__(self, "latest_ms", self.now_ms + FUTURE_MS)
 
 
 def check_timestamp(epoch_ms: int, window: Window) -> tuple[str, str] | None:
@@ -47,6 +45,20 @@ def check_timestamp(epoch_ms: int, window: Window) -> tuple[str, str] | None:
             f"(earliest {format_ms(window.earliest_ms)}): Metronome rejects it; "
             "older history needs Metronome's operations team"
         )
+    return None
+
+
+def check_mapped(event: dict, epoch_ms: int, window: Window) -> tuple[str, str] | None:
+    """``check_event`` for an event a mapping built: its fields are strings and its timestamp
+    canonical already, so only lengths, the window and the properties count are left."""
+    if epoch_ms < window.earliest_ms or epoch_ms > window.latest_ms:
+        return check_timestamp(epoch_ms, window)
+    if not 0 < len(event["transaction_id"]) <= MAX_TRANSACTION_ID or not event["customer_id"] \
+            or not event["event_type"]:
+        return check_event(event, window, epoch_ms)
+    properties = event.get("properties")
+    if properties is not None and len(properties) > MAX_PROPERTIES:
+        return check_event(event, window, epoch_ms)
     return None
 
 

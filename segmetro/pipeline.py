@@ -11,7 +11,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Iterable, Iterator
 
-from segmetro.events import Window, check_event
+from segmetro.events import Window, check_mapped
 from segmetro.mapping import MappingSet
 from segmetro.sources import SegmentRecord
 
@@ -56,7 +56,7 @@ def process(records: Iterable[SegmentRecord], mappings: MappingSet,
                 yield Outcome(REJECTED, record, event, "map", result.code, result.reason,
                               result.mapping, final)
                 continue
-            problem = check_event(event, window, result.epoch_ms)
+            problem = check_mapped(event, result.epoch_ms, window)
             if problem is not None:
                 yield Outcome(REJECTED, record, event, "validate", problem[0], problem[1],
                               result.mapping, final)
@@ -76,7 +76,8 @@ class Tally:
     rejected_by_stage: Counter = field(default_factory=Counter)
     rejected_by_reason: Counter = field(default_factory=Counter)  # (stage, code) -> count
     reason_examples: dict = field(default_factory=dict)  # (stage, code) -> first full reason
-    _last_place: tuple = ("", 0)
+    _last_file: str = ""
+    _last_line: int = 0
 
     @property
     def skipped(self) -> int:
@@ -90,10 +91,9 @@ class Tally:
         record = outcome.record
         if outcome.final:
             self.records += 1
-            place = (record.file, record.line)
-            if place != self._last_place:
+            if record.line != self._last_line or record.file != self._last_file:
                 self.lines += 1
-                self._last_place = place
+                self._last_line, self._last_file = record.line, record.file
         if outcome.kind is EVENT:
             self.events += 1
             self.by_event_type[outcome.event["event_type"]] += 1

@@ -16,8 +16,6 @@ from typing import Any
 import orjson
 from rich.console import Console
 from rich.markup import escape
-from rich.progress import (BarColumn, DownloadColumn, Progress, SpinnerColumn, TextColumn,
-                           TimeElapsedColumn, TimeRemainingColumn)
 
 from segmetro.pipeline import Tally
 
@@ -237,8 +235,11 @@ class RunProgress:
         self.enabled = enabled
         self.started = time.monotonic()
         self._next = self.started + interval
-        self._bar: Progress | None = None
+        self._bar = None
         if enabled and console.is_terminal:
+            from rich.progress import (BarColumn, DownloadColumn, Progress, SpinnerColumn,
+                                       TextColumn, TimeElapsedColumn, TimeRemainingColumn)
+
             columns = [SpinnerColumn(), TextColumn("{task.description}")]
             if total_bytes:
                 columns += [BarColumn(), DownloadColumn(), TimeRemainingColumn()]

@@ -31,12 +31,11 @@ import httpx
 import orjson
 
 from segmetro import __version__
+from segmetro.events import DEFAULT_BASE_URL, MAX_BATCH
 from segmetro.pipeline import Outcome
 from segmetro.report import UploadStats
 
-DEFAULT_BASE_URL = "https://api.metronome.com"
 INGEST_PATH = "/v1/ingest"
-MAX_BATCH = 100
 CONNECTIONS_PER_CLIENT = 8
 MAX_RETRY_AFTER = 60.0  # like Metronome's SDKs: a longer Retry-After is capped, not obeyed
 RETRYABLE = frozenset({408, 429}) | frozenset(range(500, 600)) - {501}

@@ -52,11 +52,25 @@ RECORD = {
     ('event = "Say \\"hi\\""', False),
 ])
 def test_segment_semantics(trigger, expected):
-    assert compile_trigger(trigger)(RECORD) is expected
+    assert compile_trigger(trigger).predicate(RECORD) is expected
 
 
 def test_escaped_quotes_in_strings():
-    assert compile_trigger('event = "Say \\"hi\\""')({"event": 'Say "hi"'})
+    assert compile_trigger('event = "Say \\"hi\\""').predicate({"event": 'Say "hi"'})
+
+
+@pytest.mark.parametrize("trigger, requires", [
+    ('type = "track"', {"type": {"track"}}),
+    ('type = "track" and event = "A"', {"type": {"track"}, "event": {"A"}}),
+    ('type = "track" and (event = "A" or event = "B")', {"type": {"track"}, "event": {"A", "B"}}),
+    ('event = "A" or type = "page"', {}),
+    ('event = "A" and event = "B"', {"event": set()}),
+    ('event != "A"', {}),
+    ('properties.plan = "pro"', {}),
+    ('contains(event, "A")', {}),
+])
+def test_what_a_trigger_requires_for_indexing(trigger, requires):
+    assert compile_trigger(trigger).requires == requires
 
 
 @pytest.mark.parametrize("trigger, column, words", [

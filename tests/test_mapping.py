@@ -232,3 +232,24 @@ def test_unreadable_mapping_file(tmp_path):
                                   "tokens-as-string", "fan-out", "page-views", "default"])
 def test_worked_examples_load(name):
     assert load_mapping(str(ROOT / "mappings" / f"{name}.yaml")).mappings
+
+
+def test_indexed_mappings_keep_file_order_and_full_trigger_semantics():
+    def item(name, trigger):
+        return (f"  - name: {name}\n    trigger: {trigger}\n    fields:\n"
+                f"      transaction_id: {{template: \"{{{{messageId}}}}-{name}\"}}\n"
+                f"      customer_id: c\n      timestamp: $.timestamp\n      event_type: {name}\n")
+
+    m = parse_mapping("mappings:\n" + item("u1", 'type = "track"')
+                      + item("a", 'event = "A" and properties.tokens > 5')
+                      + item("ab", 'type = "track" and (event = "A" or event = "B")')
+                      + item("u2", 'contains(event, "A")'), "order.yaml")
+
+    def names(record):
+        return [r.event["event_type"] for r in m.apply(record)]
+
+    assert names(track(9, event="A")) == ["u1", "a", "ab", "u2"]
+    assert names(track(1, event="A")) == ["u1", "ab", "u2"]  # a's full trigger still decides
+    assert names(track(1, event="B")) == ["u1", "ab"]
+    assert names(track(1, event="XA")) == ["u1", "u2"]
+    assert names(track(1, event=["A"])) == ["u1"]

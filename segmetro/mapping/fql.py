@@ -17,6 +17,16 @@ from typing import Any, Callable
 from segmetro.mapping.paths import MISSING, dotted_getter
 
 Predicate = Callable[[dict], bool]
+Requires = dict  # top-level field -> frozenset of the strings it must equal for a match
+
+
+@dataclass(frozen=True)
+class Trigger:
+    """A compiled trigger: its predicate, and what a record must hold for it to match at all
+    (``requires``), which lets a file of many mappings skip the ones that cannot match."""
+
+    predicate: Predicate
+    requires: Requires
 
 TOP_LEVEL_FIELDS = ("type", "event", "name", "userId")
 PATH_ROOTS = ("properties", "traits", "context")
@@ -150,12 +160,12 @@ class _Parser:
             raise TriggerError(f"expected {what}, found {found}", token.column)
         return token
 
-    def parse(self) -> Predicate:
-        predicate = self.group_list(nested=False)
+    def parse(self) -> Trigger:
+        predicate, requires = self.group_list(nested=False)
         end = self.peek()
         if end.kind != "end":
             raise TriggerError(f"unexpected {end.text!r}", end.column)
-        return predicate
+        return Trigger(predicate, requires)
 
     def connective(self, token: _Token) -> str | None:
         if token.kind == "word" and token.text in ("and", "or"):
@@ -166,7 +176,7 @@ class _Parser:
                 "(Segment silently ignores uppercase operators)", token.column)
         return None
 
-    def group_list(self, nested: bool) -> Predicate:
+    def group_list(self, nested: bool) -> tuple[Predicate, Requires]:
         parts = [self.term(nested)]
         operator = None
         while (word := self.connective(self.peek())) is not None:
@@ -180,11 +190,12 @@ class _Parser:
             parts.append(self.term(nested))
         if len(parts) == 1:
             return parts[0]
+        predicates = tuple(predicate for predicate, _ in parts)
         if operator == "and":
-            return lambda record: all(part(record) for part in parts)
-        return lambda record: any(part(record) for part in parts)
+            return _all(predicates), _requires_all([r for _, r in parts])
+        return _any(predicates), _requires_any([r for _, r in parts])
 
-    def term(self, nested: bool) -> Predicate:
+    def term(self, nested: bool) -> tuple[Predicate, Requires]:
         token = self.peek()
         if token.kind == "punct" and token.text == "(":
             if nested:
@@ -201,9 +212,9 @@ class _Parser:
                 raise TriggerError("'!' goes only before contains(...) or match(...)",
                                    function.column)
             inner = self.function()
-            return lambda record: not inner(record)
+            return (lambda record: not inner(record)), {}
         if token.kind == "word" and self.tokens[self.position + 1].text == "(":
-            return self.function()
+            return self.function(), {}
         return self.condition()
 
     def function(self) -> Predicate:
@@ -226,7 +237,7 @@ class _Parser:
         return lambda record: (v := get(record)).__class__ is str and \
             pattern.fullmatch(v) is not None
 
-    def condition(self) -> Predicate:
+    def condition(self) -> tuple[Predicate, Requires]:
         field_token = self.expect("word", None, "a field, contains(...), match(...) or '('")
         if self.connective(field_token) or field_token.text in ("null", "true", "false"):
             raise TriggerError(f"expected a field, found {field_token.text!r}",
@@ -246,14 +257,47 @@ class _Parser:
             raise TriggerError(
                 f"expected a value (\"string\", number, true, false or null), found {found}",
                 value_token.column)
-        return _comparison(get, operator.text, literal, value_token)
+        predicate = _comparison(get, operator.text, literal, value_token)
+        if operator.text == "=" and literal.__class__ is str and field_token.text in \
+                TOP_LEVEL_FIELDS:
+            return predicate, {field_token.text: frozenset((literal,))}
+        return predicate, {}
+
+
+def _all(predicates: tuple) -> Predicate:
+    if len(predicates) == 2:
+        first, second = predicates
+        return lambda record: first(record) and second(record)
+    return lambda record: all(predicate(record) for predicate in predicates)
+
+
+def _any(predicates: tuple) -> Predicate:
+    if len(predicates) == 2:
+        first, second = predicates
+        return lambda record: first(record) or second(record)
+    return lambda record: any(predicate(record) for predicate in predicates)
+
+
+def _requires_all(parts: list[Requires]) -> Requires:
+    """Every part must match: each part's requirement holds (intersected per field)."""
+    merged: dict = {}
+    for requires in parts:
+        for name, values in requires.items():
+            merged[name] = merged[name] & values if name in merged else values
+    return merged
+
+
+def _requires_any(parts: list[Requires]) -> Requires:
+    """One part must match: a field is required only if every part requires it (united)."""
+    common = set.intersection(*(set(r) for r in parts)) if parts else set()
+    return {name: frozenset().union(*(r[name] for r in parts)) for name in common}
 
 
 def _unquote(text: str) -> str:
     return re.sub(r"\\(.)", r"\1", text[1:-1])
 
 
-def compile_trigger(source: str) -> Predicate:
+def compile_trigger(source: str) -> Trigger:
     """Compile an FQL trigger; raises TriggerError (with a 1-based column) when it is not valid."""
     if not source.strip():
         raise TriggerError("the trigger is empty: leave it out to match every record", 1)

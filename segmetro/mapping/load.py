@@ -145,6 +145,8 @@ class _Checker:
                 self.problem(trigger_node, "'trigger' must be a string such as: type = \"track\"")
             else:
                 trigger = self.check_trigger(trigger_node, trigger_text)
+                if trigger is None:
+                    trigger_text = None
         if "enabled" in entries:
             enabled = _value(entries["enabled"][1])
             if not isinstance(enabled, bool):

@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable
 
 from segmetro.mapping.fields import FieldValue, as_string, json_type
-from segmetro.mapping.fql import Predicate
+from segmetro.mapping.fql import Trigger
 from segmetro.mapping.paths import MISSING
 from segmetro.timestamps import coerce as coerce_timestamp
 
@@ -29,7 +29,7 @@ class Mapping:
     name: str
     fields: dict[str, FieldValue]
     properties: Callable[[Any], Any] | None = None
-    trigger: Predicate | None = None
+    trigger: Trigger | None = None
     trigger_text: str | None = None
     line: int = 0  # where the mapping starts in its file, for messages
     enabled: bool = True
@@ -108,15 +108,43 @@ class MappingSet:
     warnings: list[str] = field(default_factory=list)
     digest: str = ""  # SHA-256 of the mapping text: a checkpoint is valid for one mapping only
 
-    def apply(self, record: dict) -> list[MappedEvent]:
-        results = []
-        for mapping in self.mappings:
-            trigger = mapping.trigger
-            if trigger is None or trigger(record):
-                results.append(mapping.apply(record))
-        if len(results) > 1:
-            _reject_shared_transaction_ids(results)
-        return results
+    def __post_init__(self) -> None:
+        self.apply = self._compile()
+
+    def _compile(self) -> Callable[[dict], list[MappedEvent]]:
+        """record -> one MappedEvent per matching mapping, in file order.
+
+        With many mappings, those whose trigger requires an ``event`` name are indexed by it, so
+        a record is tested only against the mappings that can match it (Segment-style files are
+        mostly ``type = "track" and event = "..."``). The full trigger still decides.
+        """
+        steps = tuple((m.trigger.predicate if m.trigger else None, m.apply)
+                      for m in self.mappings)
+        if len(steps) == 1:
+            ((predicate, build),) = steps
+            if predicate is None:
+                return lambda record: [build(record)]
+            return lambda record: [build(record)] if predicate(record) else []
+        by_event: dict[str, tuple] = {}
+        unindexed = tuple(step for step, m in zip(steps, self.mappings)
+                          if not (m.trigger and "event" in m.trigger.requires))
+        for name in {n for m in self.mappings if m.trigger
+                     for n in m.trigger.requires.get("event", ())}:
+            by_event[name] = tuple(
+                step for step, m in zip(steps, self.mappings)
+                if not (m.trigger and "event" in m.trigger.requires)
+                or name in m.trigger.requires["event"])
+
+        def apply(record: dict) -> list[MappedEvent]:
+            event = record.get("event")
+            candidates = by_event.get(event, unindexed) if event.__class__ is str else unindexed
+            results = [build(record) for predicate, build in candidates
+                       if predicate is None or predicate(record)]
+            if len(results) > 1:
+                _reject_shared_transaction_ids(results)
+            return results
+
+        return apply
 
 
 def _reject_shared_transaction_ids(results: list[MappedEvent]) -> None:

@@ -10,8 +10,6 @@ from __future__ import annotations
 import re
 from typing import Any, Callable
 
-from jsonpath_ng.ext import parse as jsonpath_parse
-
 
 class _Missing:
     """A value that is not there (distinct from JSON null)."""
@@ -118,6 +116,8 @@ def compile_path(path: str) -> Getter:
     keys = plain_keys(path)
     if keys is not None:
         return keys_getter(keys)
+    from jsonpath_ng.ext import parse as jsonpath_parse  # costly to import; rarely needed
+
     try:
         expression = jsonpath_parse(path)
     except Exception as error:  # jsonpath-ng raises bare Exception subclasses of several kinds

@@ -1,0 +1,457 @@
+"""segmetro's benchmarks: one command, every measurement side by side.
+
+    python benchmarks/bench.py                 # the full run (about 3 minutes on 2 cores)
+    python benchmarks/bench.py --quick         # smaller inputs, for a smoke test
+    python benchmarks/bench.py --only map,send # some parts only
+
+Parts:
+  map       segmetro map (default mapping) vs a minimal hand-written orjson loop doing the same
+            mapping, timestamp normalisation and checks (the practical limit in Python) vs jq -c
+  send      segmetro send against the emulator (separate process) at 0 ms and 50 ms latency vs a
+            sequential loop posting 100-event batches with httpx; client CPU per event; and
+            --rate-limit 5000 accuracy
+  rss       peak RSS of `segmetro send --dry-run` at 100k and 1M events
+  mappings  50 mappings with triggers vs the default single mapping
+  emulator  requests/s the emulator answers for 100-event batches (raw-socket load generator)
+
+Output: a table on stdout and benchmarks/out/results.json. The synthetic export is seeded:
+track/identify/page mix, ~700-byte events like analytics.js output with a full context.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import platform
+import random
+import resource
+import shutil
+import subprocess
+import sys
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+
+import orjson
+
+HERE = Path(__file__).resolve().parent
+OUT = HERE / "out"
+NOW = "2026-11-25T00:00:00Z"
+NOW_DT = datetime(2026, 11, 25, tzinfo=timezone.utc)
+TOKEN = "bench-token"
+PYTHON = sys.executable
+
+
+# --- the synthetic export -------------------------------------------------------------------
+
+def generate(path: Path, count: int, seed: int = 7) -> Path:
+    """A seeded export of ``count`` events (70 % track, 15 % identify, 15 % page)."""
+    if path.exists() and path.stat().st_size > 0:
+        return path
+    rng = random.Random(seed)
+    events = ["API Call", "Tokens Used", "Report Generated", "Seat Added", "Search Performed"]
+    base_ms = int(NOW_DT.timestamp() * 1000) - 30 * 86_400_000
+    with open(path, "wb") as out:
+        for n in range(count):
+            roll = rng.random()
+            kind = "track" if roll < 0.7 else "identify" if roll < 0.85 else "page"
+            moment = base_ms + rng.randrange(29 * 86_400_000)
+            stamp = datetime.fromtimestamp(moment / 1000, timezone.utc).strftime(
+                "%Y-%m-%dT%H:%M:%S.") + f"{moment % 1000:03d}Z"
+            account = f"acct_{rng.randrange(500):04d}"
+            record = {
+                "anonymousId": f"{rng.getrandbits(128):032x}",
+                "context": {
+                    "groupId": account,
+                    "ip": f"203.0.113.{rng.randrange(1, 255)}",
+                    "library": {"name": "analytics.js", "version": "next-1.70.0"},
+                    "locale": "en-US",
+                    "page": {"path": "/app/usage", "referrer": "https://app.example.com/",
+                             "search": "", "title": "Usage", "url": "https://app.example.com/app/usage"},
+                    "userAgent": "Mozilla/5.0 (Macintosh; Intel Mac OS X 10_15_7) AppleWebKit/537.36 "
+                                 "(KHTML, like Gecko) Chrome/120.0.0.0 Safari/537.36",
+                    "timezone": "Europe/Amsterdam",
+                },
+                "integrations": {},
+                "messageId": f"ajs-next-{n:09d}-{rng.getrandbits(64):016x}",
+                "originalTimestamp": stamp,
+                "receivedAt": stamp,
+                "sentAt": stamp,
+                "timestamp": stamp,
+                "type": kind,
+                "userId": f"user_{rng.randrange(5000):05d}",
+                "version": 2,
+            }
+            if kind == "track":
+                record["event"] = rng.choice(events)
+                record["properties"] = {"tokens": rng.randrange(1, 50_000),
+                                        "model": rng.choice(["small", "large"]),
+                                        "region": rng.choice(["us-east-1", "eu-west-1"])}
+            elif kind == "identify":
+                record["traits"] = {"email": f"user{n}@example.com", "plan": "team"}
+            else:
+                record["name"] = "Usage"
+                record["properties"] = {"path": "/app/usage", "title": "Usage"}
+            out.write(orjson.dumps(record) + b"\n")
+    return path
+
+
+# --- helpers ----------------------------------------------------------------------------------
+
+def timed(argv: list[str], stdout=subprocess.DEVNULL, env=None) -> dict:
+    """Run a command; wall seconds, child CPU seconds and peak RSS (MiB)."""
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    started = time.perf_counter()
+    process = subprocess.Popen(argv, stdout=stdout, stderr=subprocess.PIPE, env=env)
+    _, err = process.communicate()
+    wall = time.perf_counter() - started
+    if process.returncode not in (0, 1):
+        raise RuntimeError(f"{argv[:3]} exited {process.returncode}: {err.decode()[-2000:]}")
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    # os.wait4 would give this child's own peak; RUSAGE_CHILDREN's maxrss is the largest child.
+    return {"wall": wall, "cpu": (after.ru_utime - before.ru_utime) +
+            (after.ru_stime - before.ru_stime), "maxrss_mib": after.ru_maxrss / 1024}
+
+
+def peak_rss(argv: list[str]) -> float:
+    """Peak RSS (MiB) of one child process, measured with wait4."""
+    process = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    _, status, usage = os.wait4(process.pid, 0)
+    if os.waitstatus_to_exitcode(status) not in (0, 1):
+        raise RuntimeError(f"{argv[:3]} failed")
+    return usage.ru_maxrss / 1024
+
+
+def segmetro(*args: str) -> list[str]:
+    return [PYTHON, "-m", "segmetro", *args]
+
+
+def best_of(runs: int, argv: list[str], **kwargs) -> dict:
+    results = [timed(argv, **kwargs) for _ in range(runs)]
+    return min(results, key=lambda r: r["wall"])
+
+
+# --- part 1: map --------------------------------------------------------------------------------
+
+HAND_WRITTEN = r'''
+import sys, orjson
+from datetime import datetime, timedelta, timezone
+now = datetime(2026, 11, 25, tzinfo=timezone.utc)
+earliest, latest = now - timedelta(days=34), now + timedelta(hours=24)
+write = sys.stdout.buffer.write
+for line in open(sys.argv[1], "rb"):
+    r = orjson.loads(line)
+    if r.get("type") != "track":
+        continue
+    context = r.get("context")
+    customer = context.get("groupId") if isinstance(context, dict) else None
+    txid, kind, ts = r.get("messageId"), r.get("event"), r.get("timestamp")
+    if not (isinstance(txid, str) and 0 < len(txid) <= 128 and isinstance(customer, str)
+            and customer and isinstance(kind, str) and kind and isinstance(ts, str)):
+        continue
+    moment = datetime.fromisoformat(ts.replace("Z", "+00:00")).astimezone(timezone.utc)
+    if not earliest <= moment <= latest:
+        continue
+    event = {"transaction_id": txid, "customer_id": customer, "event_type": kind,
+             "timestamp": moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z"}
+    properties = r.get("properties")
+    if isinstance(properties, dict):
+        event["properties"] = properties
+    write(orjson.dumps(event) + b"\n")
+'''
+
+# The same mapping in jq: select, the required fields and their lengths, the timestamp normalised
+# to UTC milliseconds and checked against the same window (fromdateiso8601 takes no fraction, so
+# it is cut off and put back), then the event.
+JQ_FILTER = r"""
+def millis: (capture("\\.(?<f>[0-9]+)") | .f // "0") as $f | ($f + "00")[:3];
+select(.type == "track")
+| select((.messageId | type) == "string" and (.messageId | length) > 0
+         and (.messageId | length) <= 128)
+| select((.context.groupId | type) == "string" and .context.groupId != "")
+| select((.event | type) == "string" and .event != "")
+| (.timestamp | sub("\\.[0-9]+"; "") | fromdateiso8601) as $t
+| select($t >= $earliest and $t <= $latest)
+| {transaction_id: .messageId, customer_id: .context.groupId, event_type: .event,
+   timestamp: (($t | strftime("%Y-%m-%dT%H:%M:%S")) + "." + (.timestamp | millis) + "Z"),
+   properties: .properties}
+"""
+
+
+def bench_map(data: Path, runs: int) -> dict:
+    script = OUT / "hand_written.py"
+    script.write_text(HAND_WRITTEN)
+    events = sum(1 for _ in open(data, "rb"))
+    ours = best_of(runs, segmetro("map", str(data), "--now", NOW, "-q", "-o", "/dev/null",
+                                  "--rejects", str(OUT / "map-rejects.jsonl")))
+    hand = best_of(runs, [PYTHON, str(script), str(data)])
+    result = {"records": events, "segmetro_s": ours["wall"], "hand_written_s": hand["wall"],
+              "segmetro_records_per_s": events / ours["wall"],
+              "hand_written_records_per_s": events / hand["wall"],
+              "ratio_to_hand_written": ours["wall"] / hand["wall"]}
+    if shutil.which("jq"):
+        now = int(NOW_DT.timestamp())
+        jq = best_of(1, ["jq", "-c", "--argjson", "earliest", str(now - 34 * 86400),
+                         "--argjson", "latest", str(now + 86400), JQ_FILTER, str(data)])
+        result.update(jq_s=jq["wall"], jq_records_per_s=events / jq["wall"],
+                      jq_over_segmetro=jq["wall"] / ours["wall"])
+    return result
+
+
+# --- part 2: send -------------------------------------------------------------------------------
+
+class Emulator:
+    """``segmetro emulator`` in its own process, so it does not share the client's GIL."""
+
+    def __init__(self, *args: str):
+        self.args = args
+
+    def __enter__(self) -> "Emulator":
+        self.process = subprocess.Popen(
+            segmetro("emulator", "--port", "0", "--token", TOKEN, "--now", NOW, *self.args),
+            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+        line = self.process.stdout.readline().decode()
+        self.url = line.split("listening on ", 1)[1].split()[0]
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.process.terminate()
+        out, _ = self.process.communicate(timeout=30)
+        self.stats = json.loads(out) if out.strip() else {}
+
+
+def valid_events(data: Path) -> int:
+    return sum(1 for line in open(data, "rb") if b'"type":"track"' in line)
+
+
+SEQUENTIAL = r'''
+import sys, httpx, orjson
+url, token, path = sys.argv[1:4]
+batch, sent = [], 0
+with httpx.Client(headers={"Authorization": f"Bearer {token}"}) as client:
+    def post(events):
+        response = client.post(url + "/v1/ingest", content=orjson.dumps(events),
+                               headers={"Content-Type": "application/json"})
+        response.raise_for_status()
+    for line in open(path, "rb"):
+        r = orjson.loads(line)
+        if r.get("type") != "track":
+            continue
+        batch.append({"transaction_id": r["messageId"], "customer_id": r["context"]["groupId"],
+                      "event_type": r["event"], "timestamp": r["timestamp"],
+                      "properties": r["properties"]})
+        if len(batch) == 100:
+            post(batch)
+            sent += len(batch)
+            batch = []
+    if batch:
+        post(batch)
+'''
+
+
+def send_once(data: Path, latency: float, *extra: str) -> dict:
+    with Emulator("--latency", str(latency)) as emulator:
+        run = timed(segmetro("send", str(data), "--now", NOW, "--api-token", TOKEN,
+                             "--base-url", emulator.url, "-q", "--rejects",
+                             str(OUT / "send-rejects.jsonl"), *extra))
+    sent = emulator.stats.get("accepted", 0)
+    return {"sent": sent, "wall_s": run["wall"], "events_per_s": sent / run["wall"],
+            "client_cpu_us_per_event": run["cpu"] / max(sent, 1) * 1e6,
+            "client_peak_rss_mib": run["maxrss_mib"]}
+
+
+def bench_send(data: Path, sequential_data: Path, rate_data: Path) -> dict:
+    result = {}
+    for latency in (0, 50):
+        result[f"segmetro_{latency}ms"] = send_once(data, latency, "--rate-limit", "0")
+    script = OUT / "sequential.py"
+    script.write_text(SEQUENTIAL)
+    with Emulator("--latency", "50") as emulator:
+        run = timed([PYTHON, str(script), emulator.url, TOKEN, str(sequential_data)])
+    sent = emulator.stats.get("accepted", 0)
+    result["sequential_50ms"] = {"sent": sent, "wall_s": run["wall"],
+                                 "events_per_s": sent / run["wall"],
+                                 "client_cpu_us_per_event": run["cpu"] / max(sent, 1) * 1e6}
+    result["speedup_at_50ms"] = (result["segmetro_50ms"]["events_per_s"]
+                                 / result["sequential_50ms"]["events_per_s"])
+    limited = send_once(rate_data, 50, "--rate-limit", "5000")
+    result["rate_limit_5000"] = limited
+    result["rate_limit_5000_error_pct"] = (limited["events_per_s"] / 5000 - 1) * 100
+    return result
+
+
+# --- part 3: peak RSS -------------------------------------------------------------------------
+
+def bench_rss(small: Path, large: Path) -> dict:
+    def rss(path: Path) -> float:
+        return peak_rss(segmetro("send", str(path), "--dry-run", "--now", NOW, "-q", "--rejects",
+                                 str(OUT / "rss-rejects.jsonl")))
+
+    result = {"records_small": sum(1 for _ in open(small, "rb")),
+              "records_large": sum(1 for _ in open(large, "rb")),
+              "peak_rss_small_mib": rss(small), "peak_rss_large_mib": rss(large)}
+    result["ratio"] = result["peak_rss_large_mib"] / result["peak_rss_small_mib"]
+    return result
+
+
+# --- part 4: 50 mappings ----------------------------------------------------------------------
+
+def fifty_mappings(path: Path) -> Path:
+    names = ["API Call", "Tokens Used", "Report Generated", "Seat Added", "Search Performed"]
+    items = []
+    for i in range(50):
+        event = names[i % len(names)] if i < 5 else f"Unused Event {i}"
+        items.append(
+            f"  - name: mapping {i}\n"
+            f"    trigger: type = \"track\" and event = \"{event}\"\n"
+            f"    fields:\n"
+            f"      transaction_id: $.messageId\n"
+            f"      customer_id: $.context.groupId\n"
+            f"      timestamp: $.timestamp\n"
+            f"      event_type: {event.lower().replace(' ', '_')}\n"
+            f"      properties: $.properties\n")
+    path.write_text("mappings:\n" + "".join(items))
+    return path
+
+
+def bench_mappings(data: Path, runs: int) -> dict:
+    mapping = fifty_mappings(OUT / "fifty.yaml")
+    common = ["--now", NOW, "-q", "-o", "/dev/null", "--rejects", str(OUT / "m-rejects.jsonl")]
+    one = best_of(runs, segmetro("map", str(data), *common))
+    fifty = best_of(runs, segmetro("map", str(data), "-m", str(mapping), *common))
+    return {"one_mapping_s": one["wall"], "fifty_mappings_s": fifty["wall"],
+            "ratio": fifty["wall"] / one["wall"]}
+
+
+# --- part 5: the emulator's own throughput ----------------------------------------------------
+
+async def _load(url: str, seconds: float, connections: int) -> int:
+    host, port = url.removeprefix("http://").split(":")
+    done = 0
+    deadline = time.monotonic() + seconds
+    template = [{"transaction_id": "", "customer_id": "acct", "event_type": "api_call",
+                 "timestamp": "2026-11-20T00:00:00.000Z", "properties": {"n": "1"}}] * 100
+
+    async def worker(index: int) -> None:
+        nonlocal done
+        reader, writer = await asyncio.open_connection(host, int(port))
+        sequence = 0
+        while time.monotonic() < deadline:
+            events = [dict(e, transaction_id=f"w{index}-{sequence}-{i}")
+                      for i, e in enumerate(template)]
+            body = orjson.dumps(events)
+            writer.write(b"POST /v1/ingest HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer "
+                         + TOKEN.encode() + b"\r\nContent-Type: application/json\r\n"
+                         b"Content-Length: " + str(len(body)).encode() + b"\r\n\r\n" + body)
+            head = await reader.readuntil(b"\r\n\r\n")
+            length = int(head.lower().split(b"content-length:")[1].split(b"\r\n")[0])
+            if length:
+                await reader.readexactly(length)
+            if not head.startswith(b"HTTP/1.1 200"):
+                raise RuntimeError(head[:80])
+            done += 1
+            sequence += 1
+        writer.close()
+
+    await asyncio.gather(*(worker(i) for i in range(connections)))
+    return done
+
+
+def bench_emulator(seconds: float) -> dict:
+    """Load from a second process so the generator's CPU is not counted against the server."""
+    with Emulator() as emulator:
+        code = ("import asyncio, sys; sys.path.insert(0, %r); from bench import _load; "
+                "print(asyncio.run(_load(%r, %r, 16)))" % (str(HERE), emulator.url, seconds))
+        started = time.perf_counter()
+        out = subprocess.run([PYTHON, "-c", code], capture_output=True, check=True).stdout
+        wall = time.perf_counter() - started
+    requests = int(out)
+    return {"requests": requests, "seconds": seconds, "wall_s": wall,
+            "requests_per_s": requests / seconds,
+            "events_per_s": requests * 100 / seconds,
+            "server_accepted": emulator.stats.get("accepted")}
+
+
+# --- the run ------------------------------------------------------------------------------------
+
+def table(results: dict) -> str:
+    rows = []
+
+    def row(name: str, value: str, target: str = "") -> None:
+        rows.append(f"  {name:<52} {value:>18}  {target}")
+
+    if "map" in results:
+        m = results["map"]
+        row("map: segmetro records/s", f"{m['segmetro_records_per_s']:,.0f}")
+        row("map: hand-written orjson loop records/s", f"{m['hand_written_records_per_s']:,.0f}")
+        row("map: segmetro time / hand-written time", f"{m['ratio_to_hand_written']:.2f}x",
+            "target <= 1.5x")
+        if "jq_records_per_s" in m:
+            row("map: jq -c records/s", f"{m['jq_records_per_s']:,.0f}")
+            row("map: jq time / segmetro time", f"{m['jq_over_segmetro']:.1f}x", "target >= 4x")
+    if "send" in results:
+        s = results["send"]
+        for key in ("segmetro_0ms", "segmetro_50ms", "sequential_50ms"):
+            row(f"send: {key} events/s", f"{s[key]['events_per_s']:,.0f}",
+                "target >= 40,000" if key == "segmetro_50ms" else "")
+            row(f"send: {key} client CPU us/event", f"{s[key]['client_cpu_us_per_event']:.1f}")
+        row("send: segmetro / sequential at 50 ms", f"{s['speedup_at_50ms']:.1f}x", "target >= 20x")
+        row("send: --rate-limit 5000 achieved events/s",
+            f"{s['rate_limit_5000']['events_per_s']:,.0f}", "target 5,000 +- 5 %")
+        row("send: client peak RSS MiB (50 ms run)",
+            f"{s['segmetro_50ms']['client_peak_rss_mib']:.0f}")
+    if "rss" in results:
+        r = results["rss"]
+        row(f"rss: peak MiB at {r['records_small']:,} records", f"{r['peak_rss_small_mib']:.1f}")
+        row(f"rss: peak MiB at {r['records_large']:,} records", f"{r['peak_rss_large_mib']:.1f}")
+        row("rss: large / small", f"{r['ratio']:.2f}x", "target <= 1.2x")
+    if "mappings" in results:
+        row("mappings: 50 mappings time / 1 mapping time", f"{results['mappings']['ratio']:.2f}x",
+            "target <= 2x")
+    if "emulator" in results:
+        e = results["emulator"]
+        row("emulator: 100-event requests/s answered", f"{e['requests_per_s']:,.0f}",
+            "target >= 2,000")
+    return "\n".join(rows)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--quick", action="store_true", help="small inputs (smoke test)")
+    parser.add_argument("--only", default="map,send,rss,mappings,emulator",
+                        help="comma-separated parts to run")
+    args = parser.parse_args()
+    parts = set(args.only.split(","))
+    OUT.mkdir(exist_ok=True)
+    scale = 10 if args.quick else 1
+    runs = 1 if args.quick else 3
+    map_data = generate(OUT / f"export-{200_000 // scale}.jsonl", 200_000 // scale)
+    results: dict = {"machine": {"platform": platform.platform(), "python": platform.python_version(),
+                                 "cpus": os.cpu_count()},
+                     "date": time.strftime("%Y-%m-%d"), "quick": args.quick}
+    if "map" in parts:
+        results["map"] = bench_map(map_data, runs)
+    if "send" in parts:
+        send_data = generate(OUT / f"export-{600_000 // scale}.jsonl", 600_000 // scale)
+        seq_data = generate(OUT / f"export-{20_000 // scale}.jsonl", 20_000 // scale)
+        rate_data = generate(OUT / f"export-{50_000 // scale}.jsonl", 50_000 // scale)
+        results["send"] = bench_send(send_data, seq_data, rate_data)
+    if "rss" in parts:
+        small = generate(OUT / f"export-{100_000 // scale}.jsonl", 100_000 // scale)
+        large = generate(OUT / f"export-{1_000_000 // scale}.jsonl", 1_000_000 // scale)
+        results["rss"] = bench_rss(small, large)
+    if "mappings" in parts:
+        results["mappings"] = bench_mappings(map_data, runs)
+    if "emulator" in parts:
+        results["emulator"] = bench_emulator(3.0 if args.quick else 10.0)
+    (OUT / "results.json").write_text(json.dumps(results, indent=2))
+    print(f"segmetro benchmarks ({results['machine']['platform']}, Python "
+          f"{results['machine']['python']}, {results['machine']['cpus']} CPUs)")
+    print(table(results))
+    print(f"results: {OUT / 'results.json'}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,141 @@
+"""The upload side of a run: the producer loop over the flow, progress, checkpoints, signals.
+
+SIGINT or SIGTERM stop reading; requests in flight finish or are abandoned within a grace
+period; the checkpoint is written, the summary printed, and the exit status is 130 or 143.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from contextlib import contextmanager
+from typing import Callable, Iterator
+
+from segmetro.checkpoint import Ledger, RunLock, State, plan
+from segmetro.pipeline import Outcome
+from segmetro.rejects import RejectsFile
+from segmetro.report import RunReport, UploadStats
+from segmetro.run import STOP_SIGNALS, Flow, Tick
+from segmetro.upload import Uploader, UploadSettings, batches
+
+
+class _Sender:
+    """The async side of an upload: the producer loop, progress, checkpoints and signals."""
+
+    def __init__(self, flow: Flow, uploader: Uploader, batch_size: int, tick: Tick | None,
+                 grace: float, interval: float):
+        self.flow = flow
+        self.uploader = uploader
+        self.batch_size = batch_size
+        self.tick = tick
+        self.grace = grace
+        self.interval = interval
+        self.stop = asyncio.Event()
+
+    def _signalled(self, signum: int) -> None:
+        if self.flow.report.interrupted is None:
+            self.flow.report.interrupted = signum
+        self.stop.set()
+
+    async def _housekeeping(self, done: asyncio.Event) -> None:
+        """Progress and periodic checkpoints, also while requests drain after the last read."""
+        flow = self.flow
+        while not done.is_set():
+            if self.tick is not None:
+                self.tick(flow.report.tally, flow.bytes_read())
+            if flow.ledger is not None:
+                flow.ledger.maybe_snapshot()
+            try:
+                await asyncio.wait_for(done.wait(), self.interval)
+            except asyncio.TimeoutError:
+                pass
+
+    async def run(self) -> None:
+        loop = asyncio.get_running_loop()
+        for signum in STOP_SIGNALS:
+            try:
+                loop.add_signal_handler(signum, self._signalled, signum)
+            except (ValueError, RuntimeError, NotImplementedError):
+                pass  # not the main thread: the embedding program handles signals
+        done = asyncio.Event()
+        housekeeping = asyncio.create_task(self._housekeeping(done))
+        uploader = self.uploader
+        try:
+            async with uploader:
+                for batch in batches(self.flow.outcomes(self.tick), self.batch_size):
+                    if uploader.aborted or self.stop.is_set():
+                        break
+                    await uploader.submit(batch)
+                    await asyncio.sleep(0)  # let responses in between batches
+                if self.stop.is_set():
+                    await uploader.drain(timeout=self.grace)
+        finally:
+            done.set()
+            await housekeeping
+            for signum in STOP_SIGNALS:
+                try:
+                    loop.remove_signal_handler(signum)
+                except (ValueError, RuntimeError, NotImplementedError):
+                    pass
+
+
+def run_upload(flow: Flow, settings: UploadSettings, tick: Tick | None = None,
+               log: Callable[[str], None] = lambda message: None, grace: float = 10.0,
+               interval: float = 1.0) -> RunReport:
+    """Read, map, validate and send every valid event; the report says what became of each."""
+    report = flow.report
+    stats = report.upload = UploadStats()
+    report.dry_run = False
+    tally, ledger = report.tally, flow.ledger
+
+    def on_sent(outcomes: list[Outcome]) -> None:
+        if ledger is not None:
+            for outcome in outcomes:
+                ledger.settle(outcome)
+
+    def on_rejected(outcome: Outcome, code: str, reason: str) -> None:
+        tally.reject("api", code, reason)
+        flow.rejects.write(outcome, "api", code, reason)
+        if ledger is not None:
+            ledger.settle(outcome)
+
+    uploader = Uploader(settings, stats, on_sent=on_sent, on_rejected=on_rejected, log=log)
+    sender = _Sender(flow, uploader, settings.batch_size, tick, grace, interval)
+    asyncio.run(sender.run())
+    stats.aborted = uploader.aborted
+    stats.not_attempted = tally.events - stats.sent - tally.rejected_by_stage["api"]
+    return flow.finish()
+
+
+@contextmanager
+def checkpointed(flow: Flow, directory: str, destination: str, restart: bool = False,
+                 snapshot_every: float = 5.0, rejects_named: bool = False) -> Iterator[State]:
+    """Run ``flow`` with durable progress in ``directory``: lock it, resume after each file's
+    settled prefix, skip finished files. Raises LockHeld or StateError before anything is read."""
+    os.makedirs(directory, mode=0o700, exist_ok=True)
+    lock = RunLock(directory)
+    lock.acquire()
+    state = State(directory, flow.mappings.digest, destination)
+    try:
+        state.load(restart)
+        to_read, found = plan(state, flow.inputs.files)
+        if not rejects_named:
+            flow.rejects = RejectsFile(state.rejects_path)
+        flow.rejects.fingerprints = {
+            path: fp for path, fp in found.fingerprints.items()
+        }
+        flow.rejects.load_written({
+            found.fingerprints[source.path]: source.start.seq
+            for source in to_read if source.start is not None
+        })
+        flow.inputs.files = to_read
+        flow.report.resumed = found.summary()
+        if lock.took_over:
+            flow.report.resumed["took over the lock of a process no longer running"] = \
+                f"PID {lock.took_over}"
+        flow.ledger = Ledger(state, found.fingerprints, snapshot_every, flow.rejects.flush,
+                             flow.mappings.source)
+        yield state
+    finally:
+        state.close()
+        lock.release()
