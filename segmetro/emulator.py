@@ -63,6 +63,8 @@ class EmulatorState:
     requests_by_status: Counter = field(default_factory=Counter)
     seen: set = field(default_factory=set)
     started: float = field(default_factory=time.monotonic)
+    first_accept: float | None = None  # when the first and last batches were stored
+    last_accept: float | None = None
 
     def __post_init__(self) -> None:
         self.random = random.Random(self.faults.seed)
@@ -94,10 +96,14 @@ class EmulatorState:
             "dropped_connections": self.dropped,
             "requests_by_status": {str(k): v for k, v in sorted(self.requests_by_status.items())},
             "requests": sum(self.requests_by_status.values()) + self.dropped,
+            "ingest_seconds": round((self.last_accept or 0) - (self.first_accept or 0), 3),
             "elapsed_seconds": round(elapsed, 3),
         }
 
     def ingest(self, events: list) -> None:
+        self.last_accept = time.monotonic()
+        if self.first_accept is None:
+            self.first_accept = self.last_accept
         seen, store = self.seen, self.store
         lines = []
         for event in events:

@@ -264,7 +264,10 @@ class Uploader:
         timeout = httpx.Timeout(self.settings.timeout, connect=self.settings.connect_timeout)
         limits = httpx.Limits(max_connections=CONNECTIONS_PER_CLIENT,
                               max_keepalive_connections=CONNECTIONS_PER_CLIENT)
-        self._clients = [httpx.AsyncClient(timeout=timeout, limits=limits, trust_env=False)
+        # One TLS context for all clients: each would otherwise load the CA bundle (~18 ms).
+        verify = httpx.create_ssl_context() if self.settings.url.startswith("https:") else False
+        self._clients = [httpx.AsyncClient(timeout=timeout, limits=limits, trust_env=False,
+                                           verify=verify)
                          for _ in range(count)]
         self._load = [0] * count
         return self
