@@ -267,11 +267,13 @@ def bench_send(data: Path, sequential_data: Path, rate_data: Path) -> dict:
     with Emulator("--latency", "50") as emulator:
         run = timed([PYTHON, str(script), emulator.url, TOKEN, str(sequential_data)])
     sent = emulator.stats.get("accepted", 0)
+    window = emulator.stats.get("ingest_seconds") or run["wall"]
     result["sequential_50ms"] = {"sent": sent, "wall_s": run["wall"],
                                  "events_per_s": sent / run["wall"],
+                                 "events_per_s_while_sending": sent / window,
                                  "client_cpu_us_per_event": run["cpu"] / max(sent, 1) * 1e6}
-    result["speedup_at_50ms"] = (result["segmetro_50ms"]["events_per_s"]
-                                 / result["sequential_50ms"]["events_per_s"])
+    result["speedup_at_50ms"] = (result["segmetro_50ms"]["events_per_s_while_sending"]
+                                 / result["sequential_50ms"]["events_per_s_while_sending"])
     limited = send_once(rate_data, 50, "--rate-limit", "5000")
     result["rate_limit_5000"] = limited
     result["rate_limit_5000_error_pct"] = (limited["events_per_s_while_sending"] / 5000 - 1) * 100
@@ -390,8 +392,11 @@ def table(results: dict) -> str:
     if "send" in results:
         s = results["send"]
         for key in ("segmetro_0ms", "segmetro_50ms", "sequential_50ms"):
-            row(f"send: {key} events/s", f"{s[key]['events_per_s']:,.0f}",
+            row(f"send: {key} events/s, sustained (first to last batch)",
+                f"{s[key]['events_per_s_while_sending']:,.0f}",
                 "target >= 40,000" if key == "segmetro_50ms" else "")
+            row(f"send: {key} events/s, whole run with start-up",
+                f"{s[key]['events_per_s']:,.0f}")
             row(f"send: {key} client CPU us/event", f"{s[key]['client_cpu_us_per_event']:.1f}")
         row("send: segmetro / sequential at 50 ms", f"{s['speedup_at_50ms']:.1f}x", "target >= 20x")
         row("send: --rate-limit 5000 events/s (first to last batch)",
