@@ -39,6 +39,17 @@ def _now_option(ctx, param, value: str | None) -> int | None:
     return parsed
 
 
+def option_group(*options: Callable) -> Callable:
+    """One decorator applying several click options, in the order they are listed."""
+
+    def apply(function: Callable) -> Callable:
+        for option in reversed(options):
+            function = option(function)
+        return function
+
+    return apply
+
+
 def mapping_option(function: Callable) -> Callable:
     return click.option(
         "-m", "--mapping", "mapping_path", type=click.Path(dir_okay=False),
@@ -46,21 +57,17 @@ def mapping_option(function: Callable) -> Callable:
     )(function)
 
 
-def validation_options(function: Callable) -> Callable:
-    options = [
-        click.option("--now", "now_ms", callback=_now_option, metavar="TIMESTAMP",
-                     help="Validate as if it were this time (reproducible runs). Default: now."),
-        click.option("--backdate-days", default=DEFAULT_BACKDATE_DAYS, show_default=True,
-                     type=click.IntRange(0, 3650),
-                     help="Oldest event Metronome accepts, in days before now."),
-        click.option("--rejects", "rejects_path", type=click.Path(dir_okay=False),
-                     help="Rejects file (JSON Lines, mode 0600); appended to if it exists. "
-                          "Default: ./segmetro-rejects-<UTC time>.jsonl, a new file each run."),
-        click.option("-q", "--quiet", is_flag=True, help="No progress display."),
-    ]
-    for option in reversed(options):
-        function = option(function)
-    return function
+validation_options = option_group(
+    click.option("--now", "now_ms", callback=_now_option, metavar="TIMESTAMP",
+                 help="Validate as if it were this time (reproducible runs). Default: now."),
+    click.option("--backdate-days", default=DEFAULT_BACKDATE_DAYS, show_default=True,
+                 type=click.IntRange(0, 3650),
+                 help="Oldest event Metronome accepts, in days before now."),
+    click.option("--rejects", "rejects_path", type=click.Path(dir_okay=False),
+                 help="Rejects file (JSON Lines, mode 0600); appended to if it exists. "
+                      "Default: ./segmetro-rejects-<UTC time>.jsonl, a new file each run."),
+    click.option("-q", "--quiet", is_flag=True, help="No progress display."),
+)
 
 
 def inputs_argument(required: bool = True) -> Callable:
@@ -130,64 +137,52 @@ def cli() -> None:
     """
 
 
-def connection_options(function: Callable) -> Callable:
-    options = [
-        click.option("--api-token", envvar=["METRONOME_BEARER_TOKEN", "METRONOME_API_TOKEN"],
-                     show_envvar=True, metavar="TOKEN",
-                     help="Metronome API token (Bearer). Never printed."),
-        click.option("--base-url", envvar="METRONOME_BASE_URL", show_envvar=True,
-                     default=DEFAULT_BASE_URL, show_default=True,
-                     help="Metronome API base URL; plain http:// only to loopback addresses."),
-        click.option("--timeout", default=60.0, show_default=True, type=click.FloatRange(0.1),
-                     help="Seconds to wait for one request."),
-    ]
-    for option in reversed(options):
-        function = option(function)
-    return function
+connection_options = option_group(
+    click.option("--api-token", envvar=["METRONOME_BEARER_TOKEN", "METRONOME_API_TOKEN"],
+                 show_envvar=True, metavar="TOKEN",
+                 help="Metronome API token (Bearer). Never printed."),
+    click.option("--base-url", envvar="METRONOME_BASE_URL", show_envvar=True,
+                 default=DEFAULT_BASE_URL, show_default=True,
+                 help="Metronome API base URL; plain http:// only to loopback addresses."),
+    click.option("--timeout", default=60.0, show_default=True, type=click.FloatRange(0.1),
+                 help="Seconds to wait for one request."),
+)
 
 
-def upload_options(function: Callable) -> Callable:
-    options = [
-        click.option("--batch-size", default=MAX_BATCH, show_default=True,
-                     type=click.IntRange(1, MAX_BATCH), help="Events per request."),
-        click.option("--rate-limit", default=5000.0, show_default=True,
-                     type=click.FloatRange(0),
-                     help="Events per second across all requests (Metronome's default account "
-                          "limit is 5000); 0 for none."),
-        click.option("--concurrency", default=64, show_default=True, type=click.IntRange(1, 512),
-                     help="Most requests in flight; the actual number adapts to the server."),
-        click.option("--max-retries", default=8, show_default=True, type=click.IntRange(0),
-                     help="Retries of one batch (connection errors, timeouts, 408, 429, 5xx) "
-                          "before the run gives up with exit 3."),
-        click.option("--max-backoff", default=8.0, show_default=True,
-                     type=click.FloatRange(0.01),
-                     help="Longest wait between retries, in seconds (backoff doubles from 0.5 s)."),
-        click.option("--gzip", "use_gzip", is_flag=True,
-                     help="Compress request bodies (opt-in: Metronome no longer documents it)."),
-    ]
-    for option in reversed(options):
-        function = option(function)
-    return function
+upload_options = option_group(
+    click.option("--batch-size", default=MAX_BATCH, show_default=True,
+                 type=click.IntRange(1, MAX_BATCH), help="Events per request."),
+    click.option("--rate-limit", default=5000.0, show_default=True,
+                 type=click.FloatRange(0),
+                 help="Events per second across all requests (Metronome's default account "
+                      "limit is 5000); 0 for none."),
+    click.option("--concurrency", default=64, show_default=True, type=click.IntRange(1, 512),
+                 help="Most requests in flight; the actual number adapts to the server."),
+    click.option("--max-retries", default=8, show_default=True, type=click.IntRange(0),
+                 help="Retries of one batch (connection errors, timeouts, 408, 429, 5xx) "
+                      "before the run gives up with exit 3."),
+    click.option("--max-backoff", default=8.0, show_default=True,
+                 type=click.FloatRange(0.01),
+                 help="Longest wait between retries, in seconds (backoff doubles from 0.5 s)."),
+    click.option("--gzip", "use_gzip", is_flag=True,
+                 help="Compress request bodies (opt-in: Metronome no longer documents it)."),
+)
 
 
-def state_options(function: Callable) -> Callable:
-    options = [
-        click.option("--state", "state_dir", type=click.Path(file_okay=False), metavar="DIR",
-                     help="Keep durable progress, the run lock and the rejects in DIR: a rerun "
-                          "skips finished files and resumes partly sent ones."),
-        click.option("--restart", is_flag=True,
-                     help="Start over: set the state's progress and rejects aside "
-                          "(*.before-restart) instead of resuming."),
-        click.option("--grace-period", default=10.0, show_default=True,
-                     type=click.FloatRange(0),
-                     help="Seconds to let requests in flight finish after Ctrl-C or SIGTERM."),
-        click.option("--checkpoint-interval", default=5.0, show_default=True,
-                     type=click.FloatRange(0.1),
-                     help="Seconds between durable (fsynced) snapshots of the state."),
-    ]
-    for option in reversed(options):
-        function = option(function)
-    return function
+state_options = option_group(
+    click.option("--state", "state_dir", type=click.Path(file_okay=False), metavar="DIR",
+                 help="Keep durable progress, the run lock and the rejects in DIR: a rerun "
+                      "skips finished files and resumes partly sent ones."),
+    click.option("--restart", is_flag=True,
+                 help="Start over: set the state's progress and rejects aside "
+                      "(*.before-restart) instead of resuming."),
+    click.option("--grace-period", default=10.0, show_default=True,
+                 type=click.FloatRange(0),
+                 help="Seconds to let requests in flight finish after Ctrl-C or SIGTERM."),
+    click.option("--checkpoint-interval", default=5.0, show_default=True,
+                 type=click.FloatRange(0.1),
+                 help="Seconds between durable (fsynced) snapshots of the state."),
+)
 
 
 def upload_settings(api_token, base_url, timeout, batch_size=MAX_BATCH, rate_limit=0.0,

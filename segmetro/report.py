@@ -123,8 +123,8 @@ class RunReport:
         return result
 
 
-def _plural(count: int, word: str) -> str:
-    return f"{count:,} {word}{'' if count == 1 else 's'}"
+def _plural(count: int, word: str, plural: str | None = None) -> str:
+    return f"{count:,} {word if count == 1 else plural or word + 's'}"
 
 
 def summary_lines(report: RunReport) -> list[str]:
@@ -155,9 +155,9 @@ def summary_lines(report: RunReport) -> list[str]:
         lines.append(f"  sent      {upload.sent:>10,}  acknowledged by Metronome "
                      f"({rate:,.0f} events/s)")
         lines.append(f"            {'':>10}  {_plural(upload.requests, 'request')}, "
-                     f"{_plural(upload.retries, 'retry').replace('retrys', 'retries')}, "
-                     f"{upload.throttled:,} × 429, {_plural(upload.bisected, 'batch')} bisected"
-                     .replace("batchs", "batches"))
+                     f"{_plural(upload.retries, 'retry', 'retries')}, "
+                     f"{upload.throttled:,} × 429, "
+                     f"{_plural(upload.bisected, 'batch', 'batches')} bisected")
         if upload.not_attempted:
             lines.append(f"  [bold red]not sent  {upload.not_attempted:>10,}[/]  "
                          "never confirmed by Metronome: run again to send them")

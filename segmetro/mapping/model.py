@@ -39,12 +39,9 @@ class Mapping:
 
     def _compile(self) -> Callable[[dict], MappedEvent]:
         name = self.name
-        transaction_id, customer_id, event_type, timestamp = (
-            self.fields[f] for f in ("transaction_id", "customer_id", "event_type", "timestamp")
-        )
-        get_txid, get_customer, get_type, get_time = (
-            transaction_id.get, customer_id.get, event_type.get, timestamp.get
-        )
+        strings = tuple((name, self.fields[name]) for name in STRING_FIELDS)
+        timestamp = self.fields["timestamp"]
+        get_time = timestamp.get
         build_properties = self.properties
 
         def fail(code: str, reason: str) -> MappedEvent:
@@ -59,21 +56,15 @@ class Mapping:
                         f"{spec.tried} holds {json_type(value)}")
 
         def apply(record: dict) -> MappedEvent:
-            txid = get_txid(record)
-            if txid.__class__ is not str:
-                txid = as_string(txid) if txid is not MISSING else None
-                if txid is None:
-                    return string_field("transaction_id", transaction_id, get_txid(record))
-            customer = get_customer(record)
-            if customer.__class__ is not str:
-                customer = as_string(customer) if customer is not MISSING else None
-                if customer is None:
-                    return string_field("customer_id", customer_id, get_customer(record))
-            kind = get_type(record)
-            if kind.__class__ is not str:
-                kind = as_string(kind) if kind is not MISSING else None
-                if kind is None:
-                    return string_field("event_type", event_type, get_type(record))
+            event = {}
+            for name, spec in strings:
+                value = spec.get(record)
+                if value.__class__ is not str:
+                    text = as_string(value) if value is not MISSING else None
+                    if text is None:
+                        return string_field(name, spec, value)
+                    value = text
+                event[name] = value
             raw_time = get_time(record)
             if raw_time is MISSING or raw_time is None:
                 return fail("missing-timestamp", "timestamp is missing: "
@@ -82,12 +73,7 @@ class Mapping:
             if parsed is None:
                 return fail("bad-timestamp", f"timestamp {raw_time!r} from {timestamp.tried} "
                             "is not a date and time segmetro can read")
-            event = {
-                "transaction_id": txid,
-                "customer_id": customer,
-                "event_type": kind,
-                "timestamp": parsed[0],
-            }
+            event["timestamp"] = parsed[0]
             if build_properties is not None:
                 properties = build_properties(record)
                 if properties.__class__ is dict:
