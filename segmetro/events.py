@@ -13,7 +13,6 @@ from segmetro.timestamps import format_ms, parse_rfc3339
 DEFAULT_BASE_URL = "https://api.metronome.com"
 MAX_BATCH = 100  # events in one /v1/ingest request
 REQUIRED_FIELDS = ("transaction_id", "customer_id", "event_type", "timestamp")
-EVENT_FIELDS = REQUIRED_FIELDS + ("properties",)
 MAX_TRANSACTION_ID = 128
 MAX_PROPERTIES = 2000
 DEFAULT_BACKDATE_DAYS = 34

@@ -16,7 +16,6 @@ from segmetro.mapping import MappingSet
 from segmetro.sources import SegmentRecord
 
 EVENT, SKIPPED, REJECTED = "event", "skipped", "rejected"
-STAGES = ("parse", "map", "validate", "api")
 
 
 @dataclass(slots=True)

@@ -210,10 +210,6 @@ class Terminal:
             for event in report.examples:
                 console.print("    " + escape(orjson.dumps(event).decode()))
 
-    def info(self, message: str) -> None:
-        if not self.quiet:
-            self.err.print(message)
-
     def warning(self, message: str) -> None:
         self.err.print(f"[yellow]warning:[/] {escape(message)}")
 

@@ -43,10 +43,6 @@ class SegmentRecord:
     raw: str | None = None
     line_seq: int = -1  # seq of the first record on this line, when the line holds several
 
-    @property
-    def place(self) -> str:
-        return f"{self.file}:{self.line}"
-
     def resume_after(self) -> "Position":
         """Where a reader restarts to get every record after this one."""
         return Position(self.line, self.line_seq if self.line_seq >= 0 else self.seq,
@@ -94,13 +90,19 @@ def _looks_like_events(name: str) -> bool:
     return not os.path.basename(lowered).startswith(".") and lowered.endswith(EVENT_SUFFIXES)
 
 
+def _input_file(path: str) -> InputFile:
+    if not os.access(path, os.R_OK):
+        raise InputError(f"{path}: not readable (permission denied)")
+    return InputFile(path, os.path.getsize(path))
+
+
 def _walk(directory: str, found: list[InputFile], skipped: list[str]) -> None:
     for root, dirs, names in os.walk(directory):
         dirs.sort()
         for name in sorted(names):
             path = os.path.join(root, name)
             if _looks_like_events(name) and os.path.isfile(path):
-                found.append(InputFile(path, os.path.getsize(path)))
+                found.append(_input_file(path))
             else:
                 skipped.append(path)
 
@@ -115,7 +117,7 @@ def expand_inputs(specs: tuple[str, ...] | list[str]) -> InputSet:
         elif os.path.isdir(spec):
             _walk(spec, found, skipped)
         elif os.path.isfile(spec):
-            found.append(InputFile(spec, os.path.getsize(spec)))
+            found.append(_input_file(spec))
         elif glob.has_magic(spec):
             matches = sorted(glob.glob(spec, recursive=True))
             if not matches:
@@ -124,7 +126,7 @@ def expand_inputs(specs: tuple[str, ...] | list[str]) -> InputSet:
                 if os.path.isdir(path):
                     _walk(path, found, skipped)
                 elif _looks_like_events(path):
-                    found.append(InputFile(path, os.path.getsize(path)))
+                    found.append(_input_file(path))
                 else:
                     skipped.append(path)
         elif os.path.exists(spec):
@@ -250,6 +252,11 @@ def read_file(source: InputFile, counter_sink: list | None = None) -> Iterator[S
             except TruncatedGzip as error:
                 yield SegmentRecord(name, line_no + 1, seq, None, f"{error} (after line {line_no})",
                                     "bad-gzip", "")
+                return
+            except OSError as error:  # a disk or network file system failing mid-file
+                yield SegmentRecord(name, line_no + 1, seq, None,
+                                    f"reading stopped after line {line_no}: {error}",
+                                    "read-error", "")
                 return
             line_no += 1
             if line[:3] == BOM:

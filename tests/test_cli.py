@@ -198,3 +198,13 @@ def test_inspect_lists_paths_counts_types_and_examples(run):
     assert paths["$.context.groupId"]["count"] < group["records"]
     text = run("inspect", SAMPLE, "--type", "page", "--limit", "5").output
     assert 'page: 5 record(s)' in text and "$.properties.path" in text
+
+
+def test_unreadable_input_is_a_configuration_error(run, write, monkeypatch):
+    path = write("secret.jsonl", jsonl(track(1)))
+    real_access = os.access
+    # CI runs as root, who reads any file: make this one unreadable to segmetro's check.
+    monkeypatch.setattr("segmetro.sources.os.access",
+                        lambda p, mode: p != path and real_access(p, mode))
+    result = run("send", path, "--dry-run", *NOW)
+    assert result.exit_code == 2 and f"{path}: not readable" in result.output

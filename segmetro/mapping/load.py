@@ -10,6 +10,7 @@ from typing import Any
 
 import yaml
 
+from segmetro.events import REQUIRED_FIELDS
 from segmetro.mapping import fields as fv
 from segmetro.mapping.fql import TriggerError, compile_trigger
 from segmetro.mapping.model import Mapping, MappingSet
@@ -23,7 +24,6 @@ except ImportError:  # pragma: no cover - depends on how PyYAML was built
 DEFAULT_MAPPING = "<default>"
 TOP_KEYS = ("mappings",)
 MAPPING_KEYS = ("name", "trigger", "fields", "enabled", "description")
-REQUIRED_FIELDS = ("transaction_id", "customer_id", "event_type", "timestamp")
 FIELD_KEYS = REQUIRED_FIELDS + ("properties",)
 DIRECTIVES = ("literal", "template", "path", "default")
 
