@@ -121,12 +121,12 @@ def checkpointed(flow: Flow, directory: str, destination: str, restart: bool = F
         to_read, found = plan(state, flow.inputs.files)
         if not rejects_named:
             flow.rejects = RejectsFile(state.rejects_path)
-        flow.rejects.fingerprints = {
-            path: fp for path, fp in found.fingerprints.items()
-        }
+        flow.rejects.fingerprints = dict(found.fingerprints)
+        # Also files the state has no progress for yet: a crash can come before their first
+        # journal line, after some of their rejects were written.
         flow.rejects.load_written({
-            found.fingerprints[source.path]: source.start.seq
-            for source in to_read if source.start is not None
+            found.fingerprints[source.path]: source.start.seq if source.start else 0
+            for source in to_read
         })
         flow.inputs.files = to_read
         flow.report.resumed = found.summary()

@@ -177,3 +177,26 @@ def test_state_refuses_stdin_and_dry_run(run, emulator, tmp_path):
     assert result.exit_code == 2 and "stdin cannot be resumed" in result.output
     result = run("send", "-", "--state", tmp_path / "s", "--dry-run", input=b"")
     assert result.exit_code == 2
+
+
+def test_rejects_written_once_when_killed_before_any_progress_was_recorded(emulator, tmp_path):
+    """Only rejects, no events: nothing is journaled until the file ends, so a kill comes before
+    the state knows the file at all; the rerun must still not write a reject twice."""
+    records = [track(n, context={}) for n in range(60_000)]
+    path = tmp_path / "export.jsonl"
+    path.write_bytes(jsonl(*records))
+    state_dir = tmp_path / "state"
+    process = subprocess.Popen(command(emulator, path, state_dir), stdout=subprocess.DEVNULL,
+                               stderr=subprocess.DEVNULL, cwd=ROOT)
+    rejects = state_dir / "rejects.jsonl"
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline and (not rejects.exists() or rejects.stat().st_size < 10**6):
+        time.sleep(0.02)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    written_before = len(rejects.read_bytes().splitlines())
+    assert 0 < written_before < 60_000
+    code, summary, _ = run_to_end(emulator, path, state_dir)
+    assert code == 1 and summary["rejected"] == 60_000
+    seqs = [r["seq"] for r in read_jsonl(rejects)]
+    assert sorted(seqs) == list(range(60_000))
