@@ -203,7 +203,7 @@ def upload_settings(api_token, base_url, timeout, batch_size=MAX_BATCH, rate_lim
 @mapping_option
 @click.option("--dry-run", is_flag=True, help="Read, map and validate; send nothing.")
 @click.option("--show", default=0, type=click.IntRange(0), metavar="N",
-              help="Print N example events in the summary.")
+              help="With --dry-run: print N example events in the summary.")
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as one JSON object.")
 @validation_options
 @connection_options
