@@ -145,11 +145,15 @@ except ValueError:  # Python 3.10 does not read the Z
     _canonical = _canonical_regex
 
 
+def _is_canonical_shape(value: object) -> bool:
+    return value.__class__ is str and len(value) == 24 and value[23] == "Z" and \
+        value[10] == "T" and value[19] == "." and value[4] == "-" and value[7] == "-" and \
+        value[13] == ":" and value[16] == ":"
+
+
 def coerce(value: object) -> tuple[str, int] | None:
     """Any timestamp spelling found in Segment data -> (canonical text, epoch ms), or None."""
-    if value.__class__ is str and len(value) == 24 and value[23] == "Z" and value[10] == "T" \
-            and value[19] == "." and value[4] == "-" and value[7] == "-" and value[13] == ":" \
-            and value[16] == ":":
+    if _is_canonical_shape(value):
         return _canonical(value)
     if isinstance(value, str):
         text = value.strip()
@@ -168,6 +172,9 @@ def coerce(value: object) -> tuple[str, int] | None:
 
 def parse_rfc3339(text: object) -> int | None:
     """Strict RFC 3339 (what Metronome accepts) -> epoch ms, or None."""
+    if _is_canonical_shape(text):  # what segmetro and Segment send: skip the regex
+        parsed = _canonical(text)
+        return None if parsed is None else parsed[1]
     if not isinstance(text, str):
         return None
     match = _RFC3339.fullmatch(text)
