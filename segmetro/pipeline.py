@@ -24,15 +24,15 @@ class Outcome:
     record: SegmentRecord
     event: dict | None = None
     stage: str | None = None
-    code: str | None = None
+    code: str | None = None  # why rejected; for a skipped record, its Segment type
     reason: str | None = None
     mapping: str | None = None
     final: bool = True  # the last outcome of its record
 
-    def segment_type(self) -> str:
-        data = self.record.data
-        kind = data.get("type") if data is not None else None
-        return kind if isinstance(kind, str) else "(no type)"
+
+def segment_type(data: dict) -> str:
+    kind = data.get("type")
+    return kind if kind.__class__ is str else "(no type)"
 
 
 def process(records: Iterable[SegmentRecord], mappings: MappingSet,
@@ -45,7 +45,7 @@ def process(records: Iterable[SegmentRecord], mappings: MappingSet,
             continue
         results = apply(data)
         if not results:
-            yield Outcome(SKIPPED, record)
+            yield Outcome(SKIPPED, record, code=segment_type(data))
             continue
         last = len(results) - 1
         for index, result in enumerate(results):
@@ -97,7 +97,7 @@ class Tally:
             self.events += 1
             self.by_event_type[outcome.event["event_type"]] += 1
         elif outcome.kind is SKIPPED:
-            self.skipped_by_type[outcome.segment_type()] += 1
+            self.skipped_by_type[outcome.code] += 1
         else:
             self.reject(outcome.stage, outcome.code, outcome.reason)
 

@@ -64,26 +64,35 @@ class Flow:
         self.rejects = rejects
         self.ledger: Ledger | None = None
         self.counters: list[ByteCounter] = []
+        self.remote_bytes_read: int | None = None  # when a reader process does the reading
         self.started = time.monotonic()
         self.report = RunReport(command, Tally(), files=len(inputs.files),
                                 files_skipped=list(inputs.skipped),
                                 mapping_source=mappings.source, warnings=list(mappings.warnings))
 
     def bytes_read(self) -> int:
+        if self.remote_bytes_read is not None:
+            return self.remote_bytes_read
         return sum(counter.count for counter in self.counters)
 
+    def take(self, outcome: Outcome) -> bool:
+        """Account for one outcome: count it, write it to the rejects file if rejected, hand
+        it to the checkpoint ledger. True for an event, which goes on to be sent."""
+        self.report.tally.count(outcome)
+        kind = outcome.kind
+        if kind is REJECTED:
+            self.rejects.write(outcome)
+        if self.ledger is not None:
+            self.ledger.add(outcome)
+        return kind is EVENT
+
     def outcomes(self, tick: Tick | None = None) -> Iterator[Outcome]:
-        """Every outcome, counted; rejections written to the rejects file; events yielded."""
-        tally, rejects, ledger = self.report.tally, self.rejects, self.ledger
+        """Read, map and validate here; every outcome taken into account, events yielded."""
+        ledger, take, tally = self.ledger, self.take, self.report.tally
         records = read_records(self.inputs, self.counters,
                                ledger.file_read if ledger is not None else None)
         for index, outcome in enumerate(process(records, self.mappings, self.window)):
-            tally.count(outcome)
-            if outcome.kind is REJECTED:
-                rejects.write(outcome)
-            if ledger is not None:
-                ledger.add(outcome)
-            if outcome.kind is EVENT:
+            if take(outcome):
                 yield outcome
             if tick is not None and not index % TICK_EVERY:
                 tick(tally, self.bytes_read())

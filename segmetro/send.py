@@ -8,15 +8,21 @@ from __future__ import annotations
 
 import asyncio
 import os
-from contextlib import contextmanager
-from typing import Callable, Iterator
+from contextlib import aclosing, contextmanager
+from typing import AsyncIterator, Callable, Iterator
 
 from segmetro.checkpoint import Ledger, RunLock, State, plan
 from segmetro.pipeline import Outcome
 from segmetro.rejects import RejectsFile
 from segmetro.report import RunReport, UploadStats
 from segmetro.run import STOP_SIGNALS, Flow, Tick
-from segmetro.upload import Uploader, UploadSettings, batches
+from segmetro.reader import ReaderProcess, available, decode
+from segmetro.upload import Uploader, UploadSettings
+
+
+def use_reader_process() -> bool:
+    """Read and map in a second process when there is a second core to run it on."""
+    return available() and (os.cpu_count() or 1) > 1
 
 
 class _Sender:
@@ -31,6 +37,33 @@ class _Sender:
         self.grace = grace
         self.interval = interval
         self.stop = asyncio.Event()
+
+    def _stopping(self) -> bool:
+        return self.uploader.aborted is not None or self.stop.is_set()
+
+    async def _event_lists(self) -> AsyncIterator[list[Outcome]]:
+        """The flow's events in order, a list at a time, every other outcome accounted for."""
+        flow = self.flow
+        if not use_reader_process():
+            events = []
+            for outcome in flow.outcomes(self.tick):
+                events.append(outcome)
+                if len(events) >= self.batch_size:
+                    yield events
+                    events = []
+            yield events
+            return
+        reader = ReaderProcess(flow.inputs, flow.mappings.text, flow.mappings.source,
+                               flow.window)
+        take, ledger = flow.take, flow.ledger
+        flow.remote_bytes_read = 0
+        async with aclosing(reader.messages()) as messages:
+            async for message in messages:
+                if message[0] == "outcomes":
+                    flow.remote_bytes_read = message[2]
+                    yield [outcome for outcome in decode(message[1]) if take(outcome)]
+                elif message[0] == "file_done" and ledger is not None:
+                    ledger.file_read(message[1])
 
     def _signalled(self, signum: int) -> None:
         if self.flow.report.interrupted is None:
@@ -60,13 +93,20 @@ class _Sender:
         done = asyncio.Event()
         housekeeping = asyncio.create_task(self._housekeeping(done))
         uploader = self.uploader
+        size = self.batch_size
         try:
-            async with uploader:
-                for batch in batches(self.flow.outcomes(self.tick), self.batch_size):
-                    if uploader.aborted or self.stop.is_set():
+            async with uploader, aclosing(self._event_lists()) as event_lists:
+                pending: list[Outcome] = []
+                async for events in event_lists:
+                    pending += events
+                    while len(pending) >= size and not self._stopping():
+                        await uploader.submit(pending[:size])
+                        del pending[:size]
+                        await asyncio.sleep(0)  # let responses in between batches
+                    if self._stopping():
                         break
-                    await uploader.submit(batch)
-                    await asyncio.sleep(0)  # let responses in between batches
+                if pending and not self._stopping():
+                    await uploader.submit(pending)
                 if self.stop.is_set():
                     await uploader.drain(timeout=self.grace)
         finally:

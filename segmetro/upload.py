@@ -24,7 +24,7 @@ import random
 import time
 from collections import deque
 from dataclasses import dataclass, field
-from typing import Callable, Iterable
+from typing import Callable
 from urllib.parse import urlsplit
 
 import httpx
@@ -411,17 +411,6 @@ class Uploader:
         if self.aborted is None:
             self.aborted = reason
             self.log(reason)
-
-
-def batches(outcomes: Iterable[Outcome], size: int) -> Iterable[list[Outcome]]:
-    batch: list[Outcome] = []
-    for outcome in outcomes:
-        batch.append(outcome)
-        if len(batch) == size:
-            yield batch
-            batch = []
-    if batch:
-        yield batch
 
 
 async def check_auth(settings: UploadSettings) -> tuple[bool, str]:

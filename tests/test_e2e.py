@@ -57,8 +57,10 @@ def test_clean_send_stores_exactly_the_expected_transaction_ids(run, emulate, tm
     assert result.exit_code == 1  # the sample has rejected records by design
 
 
-def test_faults_every_valid_event_stored_exactly_once_nothing_invalid_sent(run, write, emulate,
-                                                                            tmp_path):
+@pytest.mark.parametrize("reader_process", [True, False], ids=["reader-process", "in-process"])
+def test_faults_every_valid_event_stored_exactly_once_nothing_invalid_sent(
+        run, write, emulate, tmp_path, monkeypatch, reader_process):
+    monkeypatch.setattr("segmetro.send.use_reader_process", lambda: reader_process)
     server = emulate(error_rate=0.2, throttle_rate=0.1, drop_rate=0.05, retry_after=0.01,
                      latency_ms=2, latency_jitter_ms=5, seed=42)
     valid = events(2000)

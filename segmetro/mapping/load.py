@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import difflib
-import hashlib
 from dataclasses import dataclass
 from importlib import resources
 from typing import Any
@@ -342,8 +341,7 @@ def parse_mapping(text: str, source: str) -> MappingSet:
         raise MappingError(source, checker.problems)
     if not mappings:
         raise MappingError(source, [Problem(1, 1, "every mapping is disabled: nothing to send")])
-    return MappingSet(mappings, source, checker.warnings,
-                      hashlib.sha256(text.encode("utf-8")).hexdigest())
+    return MappingSet(mappings, source, checker.warnings, text)
 
 
 def default_mapping_text() -> str:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
@@ -92,7 +93,12 @@ class MappingSet:
     mappings: list[Mapping]
     source: str  # file name, or "<default>"
     warnings: list[str] = field(default_factory=list)
-    digest: str = ""  # SHA-256 of the mapping text: a checkpoint is valid for one mapping only
+    text: str = ""  # the YAML it was read from (a reader process compiles its own copy)
+
+    @property
+    def digest(self) -> str:
+        """SHA-256 of the mapping text: a checkpoint is valid for one mapping only."""
+        return hashlib.sha256(self.text.encode("utf-8")).hexdigest()
 
     def __post_init__(self) -> None:
         self.apply = self._compile()

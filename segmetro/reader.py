@@ -1,0 +1,201 @@
+"""Reading, mapping and validating in a second process, so that a send uses two cores.
+
+An upload is CPU-bound in one Python process: about 9 µs of every event's 25 went to parsing and
+mapping, the rest to HTTP. Here a child process runs ``read_records`` and ``process`` and streams
+compact outcomes to the parent over a pipe; the parent keeps everything that must be exact and
+durable (the tally, the rejects file, the checkpoint ledger, the upload) and only decodes.
+
+Wire format: frames of a 4-byte length and a pickled message, one of
+``("outcomes", [tuple, ...], bytes_read)``, ``("file_done", name)``, ``("end", bytes_read)`` and
+``("error", text)``. A record's JSON travels as bytes and reaches the rejects file as an
+``orjson.Fragment``, never parsed twice.
+
+The child is a bare ``os.fork`` that closes every descriptor but the pipe's write end: it must not
+keep the run lock, sockets or the pipe's read end alive. So when the parent dies (even by
+``kill -9``) the child's next write fails with EPIPE and it exits; when the parent stops early it
+terminates the child.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import fcntl
+import os
+import pickle
+import signal
+import struct
+import traceback
+from typing import AsyncIterator
+
+import orjson
+
+from segmetro.events import Window
+from segmetro.mapping import parse_mapping
+from segmetro.pipeline import EVENT, REJECTED, SKIPPED, Outcome, process
+from segmetro.sources import ByteCounter, InputFile, InputSet, SegmentRecord, read_records
+
+CHUNK = 512  # outcomes a frame
+_HEADER = struct.Struct("<I")
+_KINDS = (EVENT, SKIPPED, REJECTED)
+_KIND_NUMBER = {kind: number for number, kind in enumerate(_KINDS)}
+
+
+def _encode(outcome: Outcome) -> tuple:
+    record = outcome.record
+    data = record.data
+    body = orjson.dumps(data) if data is not None and outcome.kind is not SKIPPED else None
+    return (_KIND_NUMBER[outcome.kind], record.file, record.line, record.seq, record.line_seq,
+            outcome.final, outcome.event, outcome.stage, outcome.code, outcome.reason,
+            outcome.mapping, body, record.raw)
+
+
+def available() -> bool:
+    return hasattr(os, "fork")
+
+
+def _child(fd: int, files: list[InputFile], mapping_text: str, mapping_source: str,
+           window: Window) -> None:
+    """The reader process: every outcome, in order, to the pipe. Never returns."""
+    signal.set_wakeup_fd(-1)  # the parent's event loop is not ours
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent decides when to stop
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    os.closerange(3, fd)
+    os.closerange(fd + 1, os.sysconf("SC_OPEN_MAX"))
+    out = os.fdopen(fd, "wb", buffering=1 << 16)
+
+    def send(message: tuple) -> None:
+        payload = pickle.dumps(message, protocol=pickle.HIGHEST_PROTOCOL)
+        out.write(_HEADER.pack(len(payload)) + payload)
+
+    counters: list[ByteCounter] = []
+    chunk: list = []
+
+    def file_done(name: str) -> None:
+        send(("outcomes", chunk[:], sum(c.count for c in counters)))
+        chunk.clear()
+        send(("file_done", name))
+
+    try:
+        mappings = parse_mapping(mapping_text, mapping_source)
+        records = read_records(InputSet(files), counters, file_done)
+        for outcome in process(records, mappings, window):
+            chunk.append(_encode(outcome))
+            if len(chunk) >= CHUNK:
+                send(("outcomes", chunk, sum(c.count for c in counters)))
+                chunk = []
+        send(("outcomes", chunk, sum(c.count for c in counters)))
+        send(("end", sum(c.count for c in counters)))
+        out.flush()
+    except BrokenPipeError:
+        os._exit(0)  # the parent is gone
+    except BaseException:  # noqa: BLE001 - reported to the parent, which fails the run
+        try:
+            send(("error", traceback.format_exc()))
+            out.flush()
+        except OSError:
+            pass
+        os._exit(1)
+    os._exit(0)
+
+
+class ReaderProcess:
+    """The parent's side: outcomes as if ``process(read_records(...))`` ran here."""
+
+    def __init__(self, inputs: InputSet, mapping_text: str, mapping_source: str,
+                 window: Window):
+        self.inputs = inputs
+        self.mapping_text = mapping_text
+        self.mapping_source = mapping_source
+        self.window = window
+        self._pid: int | None = None
+
+    def start(self) -> int:
+        read_fd, write_fd = os.pipe()
+        try:  # Linux: a 1 MiB pipe lets the child run further ahead of the parent
+            fcntl.fcntl(write_fd, getattr(fcntl, "F_SETPIPE_SZ", 1031), 1 << 20)
+        except OSError:
+            pass
+        pid = os.fork()
+        if pid == 0:
+            try:
+                _child(write_fd, self.inputs.files, self.mapping_text, self.mapping_source,
+                       self.window)
+            finally:
+                os._exit(1)
+        self._pid = pid
+        os.close(write_fd)
+        return read_fd
+
+    async def messages(self, queue_size: int = 8) -> AsyncIterator[tuple]:
+        """Each message the child sends. A task of its own drains the pipe into a queue, so the
+        child keeps reading while the parent waits for room to send."""
+        queue: asyncio.Queue = asyncio.Queue(queue_size)
+
+        async def pump() -> None:
+            try:
+                async for message in self._read():
+                    await queue.put(message)
+            except BaseException as error:  # noqa: BLE001 - handed to the consumer
+                await queue.put(error)
+
+        task = asyncio.create_task(pump())
+        try:
+            while True:
+                message = await queue.get()
+                if isinstance(message, BaseException):
+                    raise message
+                yield message
+                if message[0] == "end":
+                    return
+        finally:
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+
+    async def _read(self) -> AsyncIterator[tuple]:
+        """Each message the child sends, read without blocking the event loop."""
+        read_fd = self.start()
+        loop = asyncio.get_running_loop()
+        reader = asyncio.StreamReader(limit=1 << 24, loop=loop)
+        transport, _ = await loop.connect_read_pipe(
+            lambda: asyncio.StreamReaderProtocol(reader, loop=loop), os.fdopen(read_fd, "rb"))
+        try:
+            while True:
+                try:
+                    header = await reader.readexactly(_HEADER.size)
+                except asyncio.IncompleteReadError:
+                    raise RuntimeError("the reader process ended without finishing") from None
+                message = pickle.loads(await reader.readexactly(_HEADER.unpack(header)[0]))
+                if message[0] == "error":
+                    raise RuntimeError(f"the reader process failed:\n{message[1]}")
+                yield message
+                if message[0] == "end":
+                    return
+        finally:
+            transport.close()
+            self.stop()
+
+    def stop(self) -> None:
+        """End the child (it may still be reading when the parent stops early) and reap it."""
+        if self._pid is None:
+            return
+        try:
+            os.kill(self._pid, signal.SIGTERM)
+        except ProcessLookupError:
+            pass
+        os.waitpid(self._pid, 0)
+        self._pid = None
+
+
+def decode(chunk: list) -> list[Outcome]:
+    """Outcomes from the wire; outcomes of one record share one record object (the ledger
+    groups them by identity)."""
+    outcomes = []
+    record = None
+    for (kind, file, line, seq, line_seq, final, event, stage, code, reason, mapping, body,
+         raw) in chunk:
+        if record is None or record.seq != seq or record.file != file:
+            data = orjson.Fragment(body) if body is not None else None
+            record = SegmentRecord(file, line, seq, data, None, None, raw, line_seq)
+        outcomes.append(Outcome(_KINDS[kind], record, event, stage, code, reason, mapping,
+                                final))
+    return outcomes
