@@ -25,6 +25,7 @@ import pickle
 import signal
 import struct
 import traceback
+from contextlib import aclosing
 from typing import AsyncIterator
 
 import orjson
@@ -133,9 +134,10 @@ class ReaderProcess:
 
         async def pump() -> None:
             try:
-                async for message in self._read():
-                    await queue.put(message)
-            except BaseException as error:  # noqa: BLE001 - handed to the consumer
+                async with aclosing(self._read()) as messages:  # closing it ends the child
+                    async for message in messages:
+                        await queue.put(message)
+            except Exception as error:  # noqa: BLE001 - handed to the consumer
                 await queue.put(error)
 
         task = asyncio.create_task(pump())

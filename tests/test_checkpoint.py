@@ -56,6 +56,24 @@ def run_to_end(server, path, state_dir, *extra):
         done.stderr.decode()
 
 
+def children_of(pid: int) -> list[int]:
+    try:
+        with open(f"/proc/{pid}/task/{pid}/children") as handle:
+            return [int(child) for child in handle.read().split()]
+    except OSError:
+        return []
+
+
+def assert_gone(pids: list[int], within: float = 5.0) -> None:
+    deadline = time.monotonic() + within
+    while time.monotonic() < deadline:
+        if not any(os.path.exists(f"/proc/{pid}") and
+                   open(f"/proc/{pid}/stat").read().split()[2] != "Z" for pid in pids):
+            return
+        time.sleep(0.05)
+    raise AssertionError(f"processes {pids} outlived their parent")
+
+
 def stored(tmp_path):
     return [e["transaction_id"] for e in read_jsonl(tmp_path / "store.jsonl")]
 
@@ -70,8 +88,10 @@ def test_kill_9_then_rerun_stores_every_event_once_and_resends_at_most_in_flight
     process = subprocess.Popen(command(emulator, path, state_dir, "--rate-limit", "3000"),
                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=ROOT)
     time.sleep(kill_after)
+    readers = children_of(process.pid)
     process.send_signal(signal.SIGKILL)
     process.wait()
+    assert_gone(readers)  # the reader process does not outlive its parent
     accepted_before = emulator.state.accepted
     code, summary, _ = run_to_end(emulator, path, state_dir, "--rate-limit", "0")
     assert code == 1, summary  # the records without a customer are rejected
