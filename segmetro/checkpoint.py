@@ -218,6 +218,7 @@ class Plan:
     finished: list[str] = field(default_factory=list)
     resumed: list[str] = field(default_factory=list)
     changed: list[str] = field(default_factory=list)
+    copies: list[str] = field(default_factory=list)  # same content as another input of the run
 
     def summary(self) -> dict:
         result = {}
@@ -228,6 +229,9 @@ class Plan:
         if self.changed:
             result["files changed since they were last read, read from the start"] = \
                 ", ".join(self.changed)
+        if self.copies:
+            result["files with the same content as another input, skipped"] = \
+                ", ".join(self.copies)
         return result
 
 
@@ -240,6 +244,9 @@ def plan(state: State, files: list[InputFile]) -> tuple[list[InputFile], Plan]:
         if source.path == STDIN:
             raise StateError("stdin cannot be resumed: with --state, write it to a file first")
         fp = fingerprint(source.path)
+        if fp in result.fingerprints.values():
+            result.copies.append(source.path)
+            continue
         result.fingerprints[source.path] = fp
         progress = state.files.get(fp)
         if progress is None:

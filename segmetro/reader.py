@@ -157,7 +157,7 @@ class ReaderProcess:
         """Each message the child sends, read without blocking the event loop."""
         read_fd = self.start()
         loop = asyncio.get_running_loop()
-        reader = asyncio.StreamReader(limit=1 << 24, loop=loop)
+        reader = asyncio.StreamReader(limit=1 << 20, loop=loop)  # pauses the pipe at 2 MiB
         transport, _ = await loop.connect_read_pipe(
             lambda: asyncio.StreamReaderProtocol(reader, loop=loop), os.fdopen(read_fd, "rb"))
         try:

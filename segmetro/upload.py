@@ -36,7 +36,7 @@ from segmetro.pipeline import Outcome
 from segmetro.report import UploadStats
 
 INGEST_PATH = "/v1/ingest"
-CONNECTIONS_PER_CLIENT = 8
+CONNECTIONS_PER_POOL = 8
 MAX_RETRY_AFTER = 60.0  # like Metronome's SDKs: a longer Retry-After is capped, not obeyed
 RETRYABLE = frozenset({408, 429}) | frozenset(range(500, 600)) - {501}
 
@@ -260,9 +260,9 @@ class Uploader:
             self._headers["Content-Encoding"] = "gzip"
 
     async def __aenter__(self) -> "Uploader":
-        count = max(1, math.ceil(self.settings.concurrency / CONNECTIONS_PER_CLIENT))
-        limits = httpx.Limits(max_connections=CONNECTIONS_PER_CLIENT,
-                              max_keepalive_connections=CONNECTIONS_PER_CLIENT)
+        count = max(1, math.ceil(self.settings.concurrency / CONNECTIONS_PER_POOL))
+        limits = httpx.Limits(max_connections=CONNECTIONS_PER_POOL,
+                              max_keepalive_connections=CONNECTIONS_PER_POOL)
         # One TLS context for all pools: each would otherwise load the CA bundle (~18 ms).
         verify = httpx.create_ssl_context() if self.settings.url.startswith("https:") else False
         # httpx's transports, without the Client layer: one fixed POST needs no cookies,

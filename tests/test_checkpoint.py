@@ -220,3 +220,13 @@ def test_rejects_written_once_when_killed_before_any_progress_was_recorded(emula
     assert code == 1 and summary["rejected"] == 60_000
     seqs = [r["seq"] for r in read_jsonl(rejects)]
     assert sorted(seqs) == list(range(60_000))
+
+
+def test_a_copy_of_an_input_in_the_same_run_is_read_once(emulator, tmp_path):
+    content = jsonl(*export(120))
+    (tmp_path / "a.jsonl").write_bytes(content)
+    (tmp_path / "a-copy.jsonl").write_bytes(content)
+    code, summary, _ = run_to_end(emulator, tmp_path / "*.jsonl", tmp_path / "state")
+    assert code == 0 and summary["sent"] == 120 and emulator.state.duplicates == 0
+    assert "a.jsonl" in summary["checkpoint"][
+        "files with the same content as another input, skipped"]
