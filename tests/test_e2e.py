@@ -66,8 +66,9 @@ def test_faults_every_valid_event_stored_exactly_once_nothing_invalid_sent(
     valid = events(2000)
     invalid = [track(5000 + n, timestamp="2026-01-01T00:00:00Z") for n in range(20)]
     mixed = valid[:1000] + invalid + valid[1000:]
+    # 25-event batches: enough requests (over 100) that every kind of fault surely happens.
     result = send(run, server, write("in.jsonl", jsonl(*mixed)), "--rate-limit", "0",
-                  "--max-retries", "20")
+                  "--max-retries", "20", "--batch-size", "25")
     summary = orjson.loads(result.stdout)
     assert summary["sent"] == 2000 and summary["rejected"] == 20
     ids = stored_ids(tmp_path)
