@@ -1,6 +1,6 @@
 """segmetro's benchmarks: one command, every measurement side by side.
 
-    python benchmarks/bench.py                 # the full run (about 3 minutes on 2 cores)
+    python benchmarks/bench.py                 # the full run (about 6 minutes on 2 cores)
     python benchmarks/bench.py --quick         # smaller inputs, for a smoke test
     python benchmarks/bench.py --only map,send # some parts only
 
@@ -15,7 +15,7 @@ Parts:
   emulator  requests/s the emulator answers for 100-event batches (raw-socket load generator)
 
 Output: a table on stdout and benchmarks/out/results.json. The synthetic export is seeded:
-track/identify/page mix, ~700-byte events like analytics.js output with a full context.
+track/identify/page mix, ~840-byte events like analytics.js output with a full context.
 """
 
 from __future__ import annotations

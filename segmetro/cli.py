@@ -5,7 +5,7 @@ from __future__ import annotations
 import functools
 import gc
 import sys
-from contextlib import ExitStack
+from contextlib import ExitStack, contextmanager
 from typing import Callable
 
 import click
@@ -102,15 +102,20 @@ def make_flow(command: str, terminal: Terminal, inputs: tuple[str, ...],
 
 def finish(terminal: Terminal, report: RunReport, as_json: bool, to_stderr: bool = False) -> None:
     if as_json:
-        terminal.json(report.as_json())
+        terminal.json(report.as_json(), to_stderr=to_stderr)
     else:
         terminal.summary(report, to_stderr=to_stderr)
     sys.exit(int(report.exit_status()))
 
 
-def progress_tick(terminal: Terminal, flow: Flow):
-    progress = terminal.progress(flow.inputs.total_bytes)
-    return progress, lambda tally, done: progress.update(tally, done)
+@contextmanager
+def progress_display(terminal: Terminal, flow: Flow, shown: bool = True):
+    """The run's progress display (bar or plain lines); yields the tick the core calls."""
+    progress = terminal.progress(flow.inputs.total_bytes, shown=shown)
+    try:
+        yield lambda tally, done: progress.update(tally, done, flow.report.upload)
+    finally:
+        progress.close()
 
 
 def handle_interrupt(function: Callable) -> Callable:
@@ -227,11 +232,8 @@ def send(inputs, mapping_path, dry_run, show, as_json, now_ms, backdate_days, re
         if state_dir:
             raise ConfigError("--state keeps the progress of real sends; leave it out of a "
                               "--dry-run")
-        progress, tick = progress_tick(terminal, flow)
-        try:
+        with progress_display(terminal, flow) as tick:
             report = run_local(flow, show=show, tick=tick)
-        finally:
-            progress.close()
         finish(terminal, report, as_json)
     from segmetro.checkpoint import LockHeld, StateError
     from segmetro.send import checkpointed, run_upload
@@ -247,12 +249,8 @@ def send(inputs, mapping_path, dry_run, show, as_json, now_ms, backdate_days, re
                 sys.exit(int(ExitStatus.LOCKED))
             except StateError as error:
                 raise ConfigError(str(error)) from None
-        progress, tick = progress_tick(terminal, flow)
-        try:
-            report = run_upload(flow, settings, tick=tick, log=terminal.warning,
-                                grace=grace_period)
-        finally:
-            progress.close()
+        tick = stack.enter_context(progress_display(terminal, flow))
+        report = run_upload(flow, settings, tick=tick, log=terminal.warning, grace=grace_period)
     finish(terminal, report, as_json)
 
 
@@ -298,24 +296,22 @@ def map_command(inputs, mapping_path, output, as_json, now_ms, backdate_days, re
       segmetro map export.jsonl > events.jsonl
       segmetro map 'archive/*.gz' -m mappings/tokens.yaml -o events.jsonl
     """
-    terminal = Terminal(quiet=quiet)
+    terminal = Terminal(quiet=quiet or as_json)
     flow = make_flow("map", terminal, inputs, mapping_path, now_ms, backdate_days, rejects_path)
     stream = sys.stdout.buffer if output == "-" else open(output, "wb")
     dumps = orjson.dumps
     write = stream.write
-    progress, tick = progress_tick(terminal, flow) if output != "-" else (None, None)
+    # No bar over events scrolling past on the same terminal.
+    shown = output != "-" or not sys.stdout.isatty()
     try:
-        report = run_local(flow, tick=tick, on_event=lambda event: write(dumps(event) + b"\n"))
+        with progress_display(terminal, flow, shown) as tick:
+            report = run_local(flow, tick=tick,
+                               on_event=lambda event: write(dumps(event) + b"\n"))
     finally:
-        if progress is not None:
-            progress.close()
         stream.flush()
         if stream is not sys.stdout.buffer:
             stream.close()
-    if as_json:
-        sys.stderr.write(orjson.dumps(report.as_json()).decode() + "\n")
-        sys.exit(int(report.exit_status()))
-    finish(terminal, report, False, to_stderr=True)
+    finish(terminal, report, as_json, to_stderr=True)
 
 
 @cli.command(epilog=EXIT_CODES_HELP)
@@ -350,11 +346,8 @@ def validate(inputs, mapping_path, as_json, now_ms, backdate_days, rejects_path,
         sys.exit(int(ExitStatus.OK))
     flow = make_flow("validate", terminal, inputs, mapping_path, now_ms, backdate_days,
                      rejects_path)
-    progress, tick = progress_tick(terminal, flow)
-    try:
+    with progress_display(terminal, flow) as tick:
         report = run_local(flow, tick=tick, track_duplicates=True)
-    finally:
-        progress.close()
     finish(terminal, report, as_json)
 
 

@@ -197,9 +197,10 @@ class Terminal:
         self.err = Console(stderr=True, highlight=False, soft_wrap=True)
         self.quiet = quiet
 
-    def json(self, payload: Any) -> None:
-        sys.stdout.write(orjson.dumps(payload, option=orjson.OPT_INDENT_2).decode() + "\n")
-        sys.stdout.flush()
+    def json(self, payload: Any, to_stderr: bool = False) -> None:
+        stream = sys.stderr if to_stderr else sys.stdout
+        stream.write(orjson.dumps(payload, option=orjson.OPT_INDENT_2).decode() + "\n")
+        stream.flush()
 
     def summary(self, report: RunReport, to_stderr: bool = False) -> None:
         console = self.err if to_stderr else self.out
@@ -216,8 +217,9 @@ class Terminal:
     def error(self, message: str) -> None:
         self.err.print(f"[bold red]error:[/] {escape(message)}")
 
-    def progress(self, total_bytes: int | None, interval: float = 5.0) -> "RunProgress":
-        return RunProgress(self.err, total_bytes, interval, enabled=not self.quiet)
+    def progress(self, total_bytes: int | None, interval: float = 5.0,
+                 shown: bool = True) -> "RunProgress":
+        return RunProgress(self.err, total_bytes, interval, enabled=shown and not self.quiet)
 
 
 class RunProgress:
