@@ -10,7 +10,9 @@ from segmetro.cli import cli
 ROOT = Path(__file__).resolve().parent.parent
 SAMPLE = ROOT / "samples" / "segment-export.jsonl"
 SAMPLE_NOW = "2026-11-25T00:00:00Z"
-DOC_SAMPLES = ROOT.parent / "shared" / "reference" / "segment-doc-samples.jsonl"
+# The three events of Segment's own Metronome (Actions) destination tests (lines 27-29 of the
+# shared segment-doc-samples.jsonl), kept here so the tests need nothing outside the repository.
+SEGMENT_METRONOME_TESTS = ROOT / "tests" / "data" / "segment-metronome-tests.jsonl"
 
 
 def track(n: int = 1, **overrides) -> dict:

@@ -2,7 +2,7 @@ import textwrap
 
 import orjson
 import pytest
-from conftest import DOC_SAMPLES, ROOT, track
+from conftest import ROOT, SEGMENT_METRONOME_TESTS, track
 
 from segmetro.mapping import MappingError, load_mapping, parse_mapping
 from segmetro.mapping.load import default_mapping_text
@@ -35,7 +35,7 @@ def test_bundled_default_is_mappings_default_yaml():
 
 def test_segments_own_metronome_test_cases():
     """The three events of Segment's Metronome destination tests, through the default preset."""
-    lines = DOC_SAMPLES.read_bytes().splitlines()[26:29]
+    lines = SEGMENT_METRONOME_TESTS.read_bytes().splitlines()
     results = [load_mapping(None).apply(orjson.loads(line))[0] for line in lines]
     # The first has no context.groupId: Segment's required-field check fails it, as we do.
     assert results[0].code == "missing-customer-id"
