@@ -81,7 +81,7 @@ def _child(fd: int, files: list[InputFile], mapping_text: str, mapping_source: s
         records = read_records(InputSet(files), counters, file_done)
         for outcome in process(records, mappings, window):
             chunk.append(_encode(outcome))
-            if len(chunk) >= CHUNK:
+            if len(chunk) >= CHUNK and outcome.final:  # a record's outcomes stay together
                 send(("outcomes", chunk, sum(c.count for c in counters)))
                 chunk = []
         send(("outcomes", chunk, sum(c.count for c in counters)))

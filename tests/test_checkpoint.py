@@ -230,3 +230,21 @@ def test_a_copy_of_an_input_in_the_same_run_is_read_once(emulator, tmp_path):
     assert code == 0 and summary["sent"] == 120 and emulator.state.duplicates == 0
     assert "a.jsonl" in summary["checkpoint"][
         "files with the same content as another input, skipped"]
+
+
+def test_fanned_out_records_finish_their_file(emulator, tmp_path):
+    """Two events a record, and a skipped record first so that outcome counts are odd: the
+    reader process must never split one record's outcomes, or its file would never finish."""
+    mapping = tmp_path / "two.yaml"
+    mapping.write_text("mappings:\n" + "".join(
+        f"  - name: {name}\n    trigger: type = \"track\"\n    fields:\n"
+        f"      transaction_id: {{template: \"{{{{messageId}}}}-{name}\"}}\n"
+        f"      customer_id: $.context.groupId\n      timestamp: $.timestamp\n"
+        f"      event_type: {name}\n" for name in ("a", "b")))
+    path = tmp_path / "day.jsonl"
+    path.write_bytes(jsonl({"type": "identify", "userId": "u"}, *export(1500)))
+    state_dir = tmp_path / "state"
+    code, summary, _ = run_to_end(emulator, path, state_dir, "-m", str(mapping))
+    assert code == 0 and summary["sent"] == 3000
+    state = orjson.loads((state_dir / "state.json").read_bytes())
+    assert [f["done"] for f in state["files"].values()] == [True]
