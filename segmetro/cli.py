@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import gc
+import os
 import sys
 from contextlib import ExitStack, contextmanager
 from typing import Callable
@@ -437,7 +438,9 @@ def emulator(host, port, token, store, latency, latency_jitter, error_rate, thro
         raise ConfigError(f"--host {host}: the emulator listens on loopback addresses only")
     faults = Faults(latency, latency_jitter, error_rate, throttle_rate, retry_after, drop_rate,
                     max_events_per_second, seed)
-    store_file = open(store, "ab") if store else None
+    # Rehearsal data is customer data: the store is private to its owner, like the rejects.
+    store_file = open(os.open(store, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600), "ab") \
+        if store else None
     state = EmulatorState(token, faults, now_ms, backdate_days, store_file)
     terminal = Terminal()
 
