@@ -100,7 +100,7 @@ def test_kill_9_then_rerun_stores_every_event_once_and_resends_at_most_in_flight
     ids = stored(tmp_path)
     assert len(ids) == len(set(ids)) and set(ids) == expected
     assert emulator.state.duplicates <= CONCURRENCY * BATCH
-    if accepted_before:
+    if accepted_before > CONCURRENCY * BATCH:  # more than was in flight: progress was kept
         assert "files resumed" in summary["checkpoint"]
     rejects = read_jsonl(state_dir / "rejects.jsonl")
     assert sorted(r["record"]["messageId"] for r in rejects) == sorted(
