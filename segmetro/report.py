@@ -246,11 +246,12 @@ class RunProgress:
             self._task = self._bar.add_task("reading", total=total_bytes or None, stats="")
             self._bar.start()
 
-    def update(self, tally: Tally, bytes_done: int, upload: UploadStats | None = None,
-               force: bool = False) -> None:
+    def update(self, tally: Tally, bytes_done: int, upload: UploadStats | None = None) -> None:
         if not self.enabled:
             return
         now = time.monotonic()
+        if self._bar is None and now < self._next:
+            return
         elapsed = max(now - self.started, 1e-9)
         rate = tally.records / elapsed
         stats = f"{tally.records:,} records ({rate:,.0f}/s), {tally.events:,} events, " \
@@ -260,7 +261,7 @@ class RunProgress:
                      f"{upload.retries:,} retries"
         if self._bar is not None:
             self._bar.update(self._task, completed=bytes_done, stats=stats)
-        elif force or now >= self._next:
+        else:
             self._next = now + self.interval
             where = f"{bytes_done / self.total:.0%} of input read, " if self.total else ""
             self.console.print(f"progress: {where}{stats}, {elapsed:.0f}s elapsed")
