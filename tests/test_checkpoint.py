@@ -107,7 +107,9 @@ def test_kill_9_then_rerun_stores_every_event_once_and_resends_at_most_in_flight
         r["messageId"] for r in records if not r["context"])  # each written once
 
 
-def test_sigterm_drains_checkpoints_summarises_and_exits_143(emulator, tmp_path):
+@pytest.mark.parametrize("signum, status", [(signal.SIGTERM, 143), (signal.SIGINT, 130)],
+                         ids=["SIGTERM", "SIGINT"])
+def test_signal_drains_checkpoints_summarises_and_exits(emulator, tmp_path, signum, status):
     records = export(8000)
     path = tmp_path / "export.jsonl"
     path.write_bytes(jsonl(*records))
@@ -115,10 +117,10 @@ def test_sigterm_drains_checkpoints_summarises_and_exits_143(emulator, tmp_path)
     process = subprocess.Popen(command(emulator, path, state_dir, "--rate-limit", "2000"),
                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=ROOT)
     time.sleep(1.2)
-    process.send_signal(signal.SIGTERM)
+    process.send_signal(signum)
     out, _ = process.communicate(timeout=30)
     summary = orjson.loads(out)
-    assert process.returncode == 143 and summary["interrupted"] == "SIGTERM"
+    assert process.returncode == status and summary["interrupted"] == signum.name
     assert 0 < summary["sent"] < 8000
     assert summary["sent"] == emulator.state.accepted  # drained: nothing left unconfirmed
     code, summary, _ = run_to_end(emulator, path, state_dir, "--rate-limit", "0")

@@ -208,3 +208,34 @@ def test_unreadable_input_is_a_configuration_error(run, write, monkeypatch):
                         lambda p, mode: p != path and real_access(p, mode))
     result = run("send", path, "--dry-run", *NOW)
     assert result.exit_code == 2 and f"{path}: not readable" in result.output
+
+
+def mapped(run, name):
+    result = run("map", SAMPLE, *NOW, "-q", "-m", SAMPLE.parent.parent / "mappings" / name)
+    return [orjson.loads(line) for line in result.stdout.splitlines()]
+
+
+def test_worked_example_customer_from_userid_falls_back_to_the_user(run):
+    events = mapped(run, "customer-from-userid.yaml")
+    sample = [orjson.loads(line) for line in SAMPLE.read_bytes().lstrip(b"\xef\xbb\xbf")
+              .splitlines() if line.startswith(b'{"type":"track"')]
+    without_group = {r["messageId"]: r["userId"] for r in sample
+                     if "groupId" not in r["context"]}
+    assert without_group  # the sample has track events without context.groupId
+    by_id = {e["transaction_id"]: e for e in events}
+    assert all(by_id[txid]["customer_id"] == user for txid, user in without_group.items()
+               if txid in by_id)
+    assert len(events) > len(mapped(run, "default.yaml"))
+
+
+def test_worked_example_customer_from_account_trait(run):
+    events = mapped(run, "customer-from-account-trait.yaml")
+    assert events and {e["event_type"] for e in events} == {"api_call"}
+    assert all(e["customer_id"].startswith("acct_") for e in events)
+    assert all(set(e["properties"]) <= {"endpoint", "status", "user"} for e in events)
+
+
+def test_worked_example_page_views_as_usage(run):
+    events = mapped(run, "page-views.yaml")
+    assert events and {e["event_type"] for e in events} == {"page_view"}
+    assert {"page", "url_path", "url_url", "url_title"} <= set(events[0]["properties"])
