@@ -74,7 +74,7 @@ class Tally:
     skipped_by_type: Counter = field(default_factory=Counter)
     rejected_by_stage: Counter = field(default_factory=Counter)
     rejected_by_reason: Counter = field(default_factory=Counter)  # (stage, code) -> count
-    reason_examples: dict = field(default_factory=dict)  # (stage, code) -> first full reason
+    reason_examples: dict = field(default_factory=dict)  # (stage, code) -> ("file:line", reason)
     _last_file: str = ""
     _last_line: int = 0
 
@@ -99,10 +99,12 @@ class Tally:
         elif outcome.kind is SKIPPED:
             self.skipped_by_type[outcome.code] += 1
         else:
-            self.reject(outcome.stage, outcome.code, outcome.reason)
+            self.reject(outcome, outcome.stage, outcome.code, outcome.reason)
 
-    def reject(self, stage: str, code: str | None, reason: str | None, count: int = 1) -> None:
-        self.rejected_by_stage[stage] += count
+    def reject(self, outcome: Outcome, stage: str, code: str | None, reason: str | None) -> None:
+        self.rejected_by_stage[stage] += 1
         key = (stage, code or "rejected")
-        self.rejected_by_reason[key] += count
-        self.reason_examples.setdefault(key, reason)
+        self.rejected_by_reason[key] += 1
+        if key not in self.reason_examples:  # the first place it happened, to go and look
+            record = outcome.record
+            self.reason_examples[key] = (f"{record.file}:{record.line}", reason)

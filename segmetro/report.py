@@ -98,7 +98,8 @@ class RunReport:
             "rejected_by_stage": dict(tally.rejected_by_stage),
             "rejected_by_reason": [
                 {"stage": stage, "code": code, "count": count,
-                 "example": tally.reason_examples[(stage, code)]}
+                 "first_at": tally.reason_examples[(stage, code)][0],
+                 "example": tally.reason_examples[(stage, code)][1]}
                 for (stage, code), count in tally.rejected_by_reason.most_common()
             ],
             "rejects_path": self.rejects_path,
@@ -168,8 +169,9 @@ def summary_lines(report: RunReport) -> list[str]:
     open_tag, close_tag = (f"[{style}]", "[/]") if style else ("", "")
     lines.append(f"  {open_tag}rejected  {tally.rejected:>10,}{close_tag}")
     for (stage, code), count in tally.rejected_by_reason.most_common():
-        example = tally.reason_examples[(stage, code)]
-        lines.append(f"    {count:>18,}  {stage}: {code}: {escape(str(example))}")
+        place, example = tally.reason_examples[(stage, code)]
+        lines.append(f"    {count:>18,}  {stage}: {code} (first at {escape(place)}): "
+                     f"{escape(str(example))}")
     if report.duplicate_transaction_ids is not None:
         duplicates = report.duplicate_transaction_ids
         lines.append(f"  repeated transaction ids: {len(duplicates):,}"

@@ -134,7 +134,7 @@ def run_upload(flow: Flow, settings: UploadSettings, tick: Tick | None = None,
                 ledger.settle(outcome)
 
     def on_rejected(outcome: Outcome, code: str, reason: str) -> None:
-        tally.reject("api", code, reason)
+        tally.reject(outcome, "api", code, reason)
         flow.rejects.write(outcome, "api", code, reason)
         if ledger is not None:
             ledger.settle(outcome)

@@ -385,7 +385,8 @@ class Uploader:
         what = f"HTTP {status}" if status is not None else type(error).__name__
         if batch.attempts > self.settings.max_retries:
             self._abort(f"Metronome unreachable: {what} after {self.settings.max_retries} "
-                        f"retries ({self.settings.base_url})")
+                        f"retries ({self.settings.base_url}); the next run sends what is left "
+                        "(--max-retries, --max-backoff set the patience)")
             raise Aborted(self.aborted)
         self.stats.retries += 1
         cap = self.settings.backoff_cap

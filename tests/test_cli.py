@@ -45,6 +45,7 @@ def test_dry_run_of_the_sample_shows_every_part_of_the_summary(run, tmp_path):
     assert "map: missing-customer-id" in out
     assert "validate: timestamp-too-old" in out and "operations team" in out
     assert "parse: invalid-json" in out and "parse: not-object" in out
+    assert "parse: not-object (first at " in out and "segment-export.jsonl:14)" in out
     assert "example events (2)" in out
     [rejects] = rejects_in(tmp_path)
     assert f"rejects written to {rejects}" in out
@@ -61,6 +62,8 @@ def test_json_summary_keys(run, tmp_path):
     assert summary["rejected_by_stage"] == {"map": 19, "validate": 1, "parse": 2}
     assert summary["exit_status"] == 1
     assert os.path.basename(summary["rejects_path"]) in rejects_in(tmp_path)
+    parse = [r for r in summary["rejected_by_reason"] if r["code"] == "invalid-json"]
+    assert parse[0]["first_at"].endswith("segment-export.jsonl:13")
 
 
 def test_rejects_file_format_and_permissions(run, write, tmp_path):
