@@ -7,7 +7,7 @@ import gc
 import os
 import sys
 from contextlib import ExitStack, contextmanager
-from typing import Callable
+from typing import Callable, NoReturn
 
 import click
 import orjson
@@ -92,16 +92,35 @@ def expand_or_exit(inputs: tuple[str, ...]) -> InputSet:
         raise ConfigError(str(error)) from None
 
 
+def opened_or_exit(option: str, path: str, opener: Callable = lambda p: open(p, "wb")):
+    """Open an output file named on the command line; a path that cannot be written is a
+    configuration error naming the option, found before any input is read."""
+    try:
+        return opener(path)
+    except OSError as error:
+        raise ConfigError(f"{option} {path}: {error.strerror or error}") from None
+
+
+def check_writable_dir(option: str, path: str | None) -> None:
+    directory = os.path.dirname(path or "") or "."
+    if not os.path.isdir(directory) or not os.access(directory, os.W_OK):
+        raise ConfigError(f"{option} {path}: the directory {directory} does not exist or "
+                          "cannot be written")
+
+
 def make_flow(command: str, terminal: Terminal, inputs: tuple[str, ...],
               mapping_path: str | None, now_ms: int | None, backdate_days: int,
               rejects_path: str | None) -> Flow:
+    check_writable_dir("--rejects", rejects_path)
     mappings = load_or_exit(terminal, mapping_path)
     input_set = expand_or_exit(inputs)
     window = Window(now_ms if now_ms is not None else current_ms(), backdate_days)
     return Flow(command, input_set, mappings, window, RejectsFile(rejects_path or default_path()))
 
 
-def finish(terminal: Terminal, report: RunReport, as_json: bool, to_stderr: bool = False) -> None:
+def finish(terminal: Terminal, report: RunReport, as_json: bool,
+           to_stderr: bool = False) -> NoReturn:
+    """Print the summary and exit with the run's status."""
     if as_json:
         terminal.json(report.as_json(), to_stderr=to_stderr)
     else:
@@ -299,7 +318,7 @@ def map_command(inputs, mapping_path, output, as_json, now_ms, backdate_days, re
     """
     terminal = Terminal(quiet=quiet or as_json)
     flow = make_flow("map", terminal, inputs, mapping_path, now_ms, backdate_days, rejects_path)
-    stream = sys.stdout.buffer if output == "-" else open(output, "wb")
+    stream = sys.stdout.buffer if output == "-" else opened_or_exit("-o/--output", output)
     dumps = orjson.dumps
     write = stream.write
     # No bar over events scrolling past on the same terminal.
@@ -428,36 +447,24 @@ def emulator(host, port, token, store, latency, latency_jitter, error_rate, thro
       segmetro emulator --store accepted.jsonl
       segmetro emulator --port 0 --error-rate 0.2 --throttle-rate 0.1 --latency 50
     """
-    import asyncio
-    import signal
-
-    from segmetro.emulator import EmulatorState, Faults, run_until_stopped
+    from segmetro.emulator import EmulatorState, Faults, open_store, serve_until_signalled
     from segmetro.upload import is_loopback
 
     if not is_loopback(host):
         raise ConfigError(f"--host {host}: the emulator listens on loopback addresses only")
     faults = Faults(latency, latency_jitter, error_rate, throttle_rate, retry_after, drop_rate,
                     max_events_per_second, seed)
-    # Rehearsal data is customer data: the store is private to its owner, like the rejects.
-    store_file = open(os.open(store, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600), "ab") \
-        if store else None
+    store_file = opened_or_exit("--store", store, open_store) if store else None
     state = EmulatorState(token, faults, now_ms, backdate_days, store_file)
     terminal = Terminal()
 
     def ready(bound: int) -> None:
         terminal.out.print(f"segmetro emulator listening on http://{host}:{bound} "
-                           "(Ctrl-C to stop)", )
+                           "(Ctrl-C to stop)")
         sys.stdout.flush()
 
-    async def main() -> None:
-        stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for signum in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(signum, stop.set)
-        await run_until_stopped(state, host, port, ready, stop)
-
     try:
-        asyncio.run(main())
+        serve_until_signalled(state, host, port, ready)
     finally:
         if store_file is not None:
             store_file.close()

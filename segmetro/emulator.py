@@ -18,7 +18,9 @@ from __future__ import annotations
 
 import asyncio
 import gzip
+import os
 import random
+import signal
 import threading
 import time
 import zlib
@@ -294,6 +296,25 @@ async def run_until_stopped(state: EmulatorState, host: str, port: int, on_ready
         await server.wait_closed()
         if state.store is not None:
             state.store.flush()
+
+
+def open_store(path: str) -> IO[bytes]:
+    """The store of accepted events, appended to; private to its owner (it holds customer data,
+    like the rejects file)."""
+    return open(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600), "ab")
+
+
+def serve_until_signalled(state: EmulatorState, host: str, port: int, on_ready) -> None:
+    """Serve until SIGINT or SIGTERM (``segmetro emulator``)."""
+
+    async def main() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(signum, stop.set)
+        await run_until_stopped(state, host, port, on_ready, stop)
+
+    asyncio.run(main())
 
 
 class BackgroundEmulator:

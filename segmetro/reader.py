@@ -31,7 +31,7 @@ from typing import AsyncIterator
 import orjson
 
 from segmetro.events import Window
-from segmetro.mapping import parse_mapping
+from segmetro.mapping import MappingSet, parse_mapping
 from segmetro.pipeline import EVENT, REJECTED, SKIPPED, Outcome, process
 from segmetro.sources import ByteCounter, InputFile, InputSet, SegmentRecord, read_records
 
@@ -102,11 +102,9 @@ def _child(fd: int, files: list[InputFile], mapping_text: str, mapping_source: s
 class ReaderProcess:
     """The parent's side: outcomes as if ``process(read_records(...))`` ran here."""
 
-    def __init__(self, inputs: InputSet, mapping_text: str, mapping_source: str,
-                 window: Window):
+    def __init__(self, inputs: InputSet, mappings: MappingSet, window: Window):
         self.inputs = inputs
-        self.mapping_text = mapping_text
-        self.mapping_source = mapping_source
+        self.mappings = mappings  # the child compiles its own copy from the text
         self.window = window
         self._pid: int | None = None
 
@@ -119,7 +117,7 @@ class ReaderProcess:
         pid = os.fork()
         if pid == 0:
             try:
-                _child(write_fd, self.inputs.files, self.mapping_text, self.mapping_source,
+                _child(write_fd, self.inputs.files, self.mappings.text, self.mappings.source,
                        self.window)
             finally:
                 os._exit(1)

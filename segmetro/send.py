@@ -53,8 +53,7 @@ class _Sender:
                     events = []
             yield events
             return
-        reader = ReaderProcess(flow.inputs, flow.mappings.text, flow.mappings.source,
-                               flow.window)
+        reader = ReaderProcess(flow.inputs, flow.mappings, flow.window)
         take, ledger = flow.take, flow.ledger
         flow.remote_bytes_read = 0
         async with aclosing(reader.messages()) as messages:

@@ -242,3 +242,15 @@ def test_worked_example_page_views_as_usage(run):
     events = mapped(run, "page-views.yaml")
     assert events and {e["event_type"] for e in events} == {"page_view"}
     assert {"page", "url_path", "url_url", "url_title"} <= set(events[0]["properties"])
+
+
+@pytest.mark.parametrize("args, message", [
+    (["send", "in.jsonl", "--dry-run", "--rejects", "no/such/dir/r.jsonl"],
+     "--rejects no/such/dir/r.jsonl: the directory no/such/dir does not exist"),
+    (["map", "in.jsonl", "-o", "no/such/dir/events.jsonl"],
+     "-o/--output no/such/dir/events.jsonl: No such file or directory"),
+])
+def test_unwritable_outputs_are_configuration_errors(run, write, args, message):
+    write("in.jsonl", jsonl(track(1)))
+    result = run(*args, *NOW)
+    assert result.exit_code == 2 and message in result.output

@@ -123,3 +123,30 @@ def test_dropped_connection_after_storing():
         with pytest.raises(httpx.TransportError):
             post(client, [event(1)])
     assert state.accepted == 1 and state.dropped == 1
+
+
+def test_the_emulator_command_serves_until_sigterm_and_prints_its_counters(tmp_path):
+    import os
+    import signal
+    import stat
+    import subprocess
+    import sys
+
+    store = tmp_path / "accepted.jsonl"
+    process = subprocess.Popen(
+        [sys.executable, "-m", "segmetro", "emulator", "--port", "0", "--token", "t0k",
+         "--store", str(store), "--now", "2026-11-25T00:00:00Z"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        url = process.stdout.readline().decode().split("listening on ", 1)[1].split()[0]
+        with httpx.Client(base_url=url) as client:
+            assert post(client, [event(1), event(2)]).status_code == 200
+            assert post(client, [event(2)]).status_code == 200
+    finally:
+        process.send_signal(signal.SIGTERM)
+        out, _ = process.communicate(timeout=10)
+    stats = orjson.loads(out)
+    assert process.returncode == 0
+    assert (stats["accepted"], stats["duplicates"]) == (2, 1)
+    assert len(store.read_bytes().splitlines()) == 2
+    assert stat.S_IMODE(os.stat(store).st_mode) == 0o600
