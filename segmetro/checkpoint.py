@@ -12,7 +12,12 @@ A state directory holds:
   holder dies, so a stale lock is simply taken over.
 
 Progress advances only over the contiguous prefix of records that are settled: acknowledged by
-Metronome, or rejected and written to the rejects file, or skipped by the triggers.
+Metronome, or rejected and written to the rejects file, or skipped (by the triggers, or as an
+exact repeat of an event the run already produced).
+
+The state also records how transaction ids are made. A mapping that makes them differently would
+send every record again under new ids, and Metronome would bill each twice: such a run is refused,
+``--restart`` included, unless ``--allow-new-transaction-ids`` says that is meant.
 """
 
 from __future__ import annotations
@@ -23,23 +28,33 @@ import hashlib
 import os
 import time
 from collections import deque
+from contextlib import contextmanager
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Iterator
 
 import orjson
 
+from segmetro.files import open_private, private_dir, write_atomically
 from segmetro.pipeline import EVENT, Outcome
-from segmetro.sources import STDIN, InputFile, Position
+from segmetro.rejects import RejectsFile
+from segmetro.sources import STDIN, InputFile, Position, SegmentRecord
+from segmetro.status import ConfigError, ExitStatus, SegmetroError
 
-STATE_VERSION = 1
+if TYPE_CHECKING:
+    from segmetro.run import Flow
+
+STATE_VERSION = 2
 _HASH_CHUNK = 1 << 20
 
 
-class StateError(Exception):
-    """A state directory that cannot be used as asked (message says what to do)."""
+class StateError(ConfigError):
+    """A state directory that cannot be used as asked (message says what to do; exit 2)."""
 
 
-class LockHeld(StateError):
-    """Another run holds the lock."""
+class LockHeld(SegmetroError):
+    """Another run holds the lock (exit 4: cron overlap, nothing was done)."""
+
+    status = ExitStatus.LOCKED
 
 
 def fingerprint(path: str) -> str:
@@ -50,24 +65,6 @@ def fingerprint(path: str) -> str:
     return digest.hexdigest()
 
 
-def _fsync_dir(directory: str) -> None:
-    fd = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def write_atomically(path: str, data: bytes) -> None:
-    temporary = f"{path}.tmp"
-    with open(os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "wb") as handle:
-        handle.write(data)
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(temporary, path)
-    _fsync_dir(os.path.dirname(os.path.abspath(path)))
-
-
 class RunLock:
     def __init__(self, directory: str):
         self.path = os.path.join(directory, "lock")
@@ -75,7 +72,12 @@ class RunLock:
         self.took_over: str | None = None  # PID of a dead holder whose lock file was left
 
     def acquire(self) -> None:
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0) |
+                         getattr(os, "O_CLOEXEC", 0), 0o600)
+        except OSError as error:
+            raise StateError(f"{self.path}: {error.strerror} (a symlink planted there is "
+                             "never followed)") from None
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError as error:
@@ -122,10 +124,12 @@ class FileProgress:
 class State:
     """Progress of every file this state has seen, with snapshot + journal persistence."""
 
-    def __init__(self, directory: str, mapping_hash: str, destination: str):
+    def __init__(self, directory: str, mapping_hash: str, destination: str,
+                 transaction_id_rule: str = ""):
         self.directory = directory
         self.mapping_hash = mapping_hash
         self.destination = destination
+        self.transaction_id_rule = transaction_id_rule
         self.files: dict[str, FileProgress] = {}  # fingerprint -> progress
         self.snapshot_path = os.path.join(directory, "state.json")
         self.journal_path = os.path.join(directory, "journal.jsonl")
@@ -135,23 +139,36 @@ class State:
     def rejects_path(self) -> str:
         return os.path.join(self.directory, "rejects.jsonl")
 
-    def load(self, restart: bool) -> None:
+    def _read_snapshot(self) -> dict | None:
+        try:
+            fd = os.open(self.snapshot_path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0))
+        except FileNotFoundError:
+            return None
+        except OSError as error:
+            raise StateError(f"{self.snapshot_path}: {error.strerror}") from None
+        with open(fd, "rb") as handle:
+            try:
+                return orjson.loads(handle.read())
+            except orjson.JSONDecodeError:
+                return {}
+
+    def load(self, restart: bool, allow_new_transaction_ids: bool = False) -> None:
+        snapshot = self._read_snapshot()
+        if snapshot and not allow_new_transaction_ids:
+            self._check_transaction_ids(snapshot)
         if restart:
             for path in (self.snapshot_path, self.journal_path, self.rejects_path):
-                if os.path.exists(path):
+                if os.path.lexists(path):
                     os.replace(path, f"{path}.before-restart")
             return
-        if os.path.exists(self.snapshot_path):
-            with open(self.snapshot_path, "rb") as handle:
-                try:
-                    snapshot = orjson.loads(handle.read())
-                except orjson.JSONDecodeError:
-                    raise StateError(f"{self.snapshot_path} is not valid JSON; use --restart "
-                                     "to start over") from None
+        if snapshot is not None:
+            if not snapshot:
+                raise StateError(f"{self.snapshot_path} is not valid JSON; use --restart "
+                                 "to start over")
             self._check(snapshot)
             self.files = {fp: FileProgress.from_json(data)
                           for fp, data in snapshot.get("files", {}).items()}
-        if os.path.exists(self.journal_path):
+        if os.path.isfile(self.journal_path) and not os.path.islink(self.journal_path):
             with open(self.journal_path, "rb") as handle:
                 for line in handle:
                     try:
@@ -159,6 +176,18 @@ class State:
                     except orjson.JSONDecodeError:
                         break  # a line cut off by a crash: everything before it counts
                     self._apply(entry["fp"], FileProgress.from_json(entry))
+
+    def _check_transaction_ids(self, snapshot: dict) -> None:
+        before = snapshot.get("transaction_id_rule")
+        if before is None or before == self.transaction_id_rule:
+            return
+        raise StateError(
+            f"the state in {self.directory} was made with transaction_id {before}, and this "
+            f"mapping makes it as {self.transaction_id_rule}: every record sent before would be "
+            "sent again under a new id, and Metronome would bill each of them twice. Keep the "
+            "transaction_id of the mapping that made the state. Only if no event of that state "
+            "reached Metronome (or billing twice is wanted), add --allow-new-transaction-ids "
+            "with --restart")
 
     def _check(self, snapshot: dict) -> None:
         if snapshot.get("version") != STATE_VERSION:
@@ -184,8 +213,7 @@ class State:
         """An advance: in memory, and one journal line that a crash of this process keeps."""
         self.files[fp] = progress
         if self._journal_fd is None:
-            self._journal_fd = os.open(self.journal_path,
-                                       os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+            self._journal_fd, _ = open_private(self.journal_path, append=True, what="journal")
         os.write(self._journal_fd, orjson.dumps({"fp": fp, **progress.as_json()}) + b"\n")
 
     def snapshot(self, mapping_source: str) -> None:
@@ -194,6 +222,7 @@ class State:
             "version": STATE_VERSION,
             "mapping": mapping_source,
             "mapping_hash": self.mapping_hash,
+            "transaction_id_rule": self.transaction_id_rule,
             "destination": self.destination,
             "updated": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
             "files": {fp: progress.as_json() for fp, progress in self.files.items()},
@@ -201,7 +230,7 @@ class State:
         write_atomically(self.snapshot_path, orjson.dumps(payload, option=orjson.OPT_INDENT_2))
         if self._journal_fd is not None:
             os.ftruncate(self._journal_fd, 0)
-        elif os.path.exists(self.journal_path):
+        elif os.path.isfile(self.journal_path) and not os.path.islink(self.journal_path):
             os.truncate(self.journal_path, 0)
 
     def close(self) -> None:
@@ -261,12 +290,25 @@ def plan(state: State, files: list[InputFile]) -> tuple[list[InputFile], Plan]:
             progress.path = source.path
             if progress.position.seq > 0:
                 result.resumed.append(f"{source.path} from line {progress.position.line}")
-            to_read.append(InputFile(source.path, source.size, progress.position))
+            to_read.append(InputFile(source.path, source.size, progress.position, source.identity))
     return to_read, result
+
+
+@dataclass(slots=True)
+class _Unsettled:
+    """A record with events not yet acknowledged, and the settled records that follow it."""
+
+    record: SegmentRecord
+    unsettled: int = 0  # its events not yet acknowledged or rejected
+    complete: bool = False  # all its outcomes seen
+    through: SegmentRecord | None = None  # the last settled record after it, if any
 
 
 class Ledger:
     """Follows every outcome to its settlement and advances each file's settled prefix.
+
+    Only records with events in flight are remembered; a run of settled records behind one is
+    folded into it (``through``), so memory follows the events in flight, not the records read.
 
     An advance caused by an acknowledgement is journaled at once, so that after ``kill -9`` no
     more than the requests in flight are sent again. Advances over skipped or rejected records
@@ -281,8 +323,8 @@ class Ledger:
         self.snapshot_every = snapshot_every
         self.before_snapshot = before_snapshot  # makes the rejects durable first
         self.mapping_source = mapping_source
-        self._pending: dict[str, deque] = {}  # file -> deque of [record, unsettled, complete]
-        self._entries: dict[int, list] = {}  # id(record) -> its entry
+        self._pending: dict[str, deque[_Unsettled]] = {}
+        self._entries: dict[int, _Unsettled] = {}  # id(record) -> its entry, while unsettled
         self._read_done: set[str] = set()
         self._last_snapshot = time.monotonic()
 
@@ -291,21 +333,30 @@ class Ledger:
         record = outcome.record
         entry = self._entries.get(id(record))
         if entry is None:
-            entry = [record, 0, False]
+            queue = self._pending.get(record.file)
+            if outcome.kind is not EVENT and outcome.final:  # settled as it is read
+                if queue:
+                    queue[-1].through = record
+                else:
+                    self._move(record.file, record.resume_after(), journal=False)
+                return
+            entry = _Unsettled(record)
             self._entries[id(record)] = entry
-            self._pending.setdefault(record.file, deque()).append(entry)
+            if queue is None:
+                queue = self._pending[record.file] = deque()
+            queue.append(entry)
         if outcome.kind is EVENT:
-            entry[1] += 1
+            entry.unsettled += 1
         if outcome.final:
-            entry[2] = True
-            if not entry[1]:
+            entry.complete = True
+            if not entry.unsettled:
                 self._advance(record.file, journal=False)
 
     def settle(self, outcome: Outcome) -> None:
         """An event acknowledged by Metronome, or rejected by it and written to the rejects."""
         entry = self._entries[id(outcome.record)]
-        entry[1] -= 1
-        if not entry[1] and entry[2]:
+        entry.unsettled -= 1
+        if not entry.unsettled and entry.complete:
             self._advance(outcome.record.file, journal=True)
 
     def file_read(self, name: str) -> None:
@@ -314,19 +365,27 @@ class Ledger:
         self._advance(name, journal=True)
 
     def _advance(self, name: str, journal: bool) -> None:
-        queue = self._pending.setdefault(name, deque())
+        queue = self._pending.get(name)
         last = None
-        while queue and queue[0][2] and not queue[0][1]:
-            last = queue.popleft()[0]
-            del self._entries[id(last)]
+        while queue and queue[0].complete and not queue[0].unsettled:
+            entry = queue.popleft()
+            del self._entries[id(entry.record)]
+            last = entry.through or entry.record
+        if queue:
+            position = queue[0].record.resume_at()
+        elif last is not None:
+            position = last.resume_after()
+        else:
+            position = None
+        self._move(name, position, journal)
+
+    def _move(self, name: str, position: Position | None, journal: bool) -> None:
         fp = self.fingerprints[name]
         progress = self.state.files[fp]
-        done = not queue and name in self._read_done
-        if last is None and done == progress.done:
-            return
-        if last is not None:
-            position = queue[0][0].resume_at() if queue else last.resume_after()
-        else:
+        done = not self._pending.get(name) and name in self._read_done
+        if position is None:
+            if done == progress.done:
+                return
             position = progress.position
         advanced = FileProgress(name, position, done)
         if journal or done:
@@ -342,3 +401,39 @@ class Ledger:
         self.before_snapshot()
         self.state.snapshot(self.mapping_source)
         self._last_snapshot = time.monotonic()
+
+
+@contextmanager
+def checkpointed(flow: "Flow", directory: str, destination: str, restart: bool = False,
+                 snapshot_every: float = 5.0, rejects_named: bool = False,
+                 allow_new_transaction_ids: bool = False) -> Iterator[State]:
+    """Run ``flow`` with durable progress in ``directory``: lock it, resume after each file's
+    settled prefix, skip finished files. Raises LockHeld or StateError before anything is read."""
+    private_dir(directory)
+    lock = RunLock(directory)
+    lock.acquire()
+    mappings = flow.mappings
+    state = State(directory, mappings.digest, destination, mappings.transaction_id_rule)
+    try:
+        state.load(restart, allow_new_transaction_ids)
+        to_read, found = plan(state, flow.inputs.files)
+        if not rejects_named:
+            flow.rejects = RejectsFile(state.rejects_path)
+        flow.rejects.fingerprints = dict(found.fingerprints)
+        # Also files the state has no progress for yet: a crash can come before their first
+        # journal line, after some of their rejects were written.
+        flow.rejects.load_written({
+            found.fingerprints[source.path]: source.start.seq if source.start else 0
+            for source in to_read
+        })
+        flow.inputs.files = to_read
+        flow.report.resumed = found.summary()
+        if lock.took_over:
+            flow.report.resumed["took over the lock of a process no longer running"] = \
+                f"PID {lock.took_over}"
+        flow.ledger = Ledger(state, found.fingerprints, snapshot_every, flow.rejects.flush,
+                             mappings.source)
+        yield state
+    finally:
+        state.close()
+        lock.release()

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import functools
 import gc
 import os
 import sys
 from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass
 from typing import Callable, NoReturn
 
 import click
@@ -16,19 +16,30 @@ from rich.markup import escape
 from segmetro import __version__
 from segmetro.events import DEFAULT_BACKDATE_DAYS, DEFAULT_BASE_URL, MAX_BATCH, Window
 from segmetro.explore import survey, survey_json
+from segmetro.files import check_new_or_own, check_not_input, open_private
 from segmetro.mapping import MappingError, MappingSet, load_mapping
 from segmetro.rejects import RejectsFile, default_path
-from segmetro.report import EXIT_CODES_HELP, ExitStatus, RunReport, Terminal
+from segmetro.report import RunReport, Terminal
 from segmetro.run import Flow, run_local
-from segmetro.sources import InputError, InputSet, expand_inputs, read_records
+from segmetro.sources import (DEFAULT_MAX_LINE_BYTES, InputError, InputSet, expand_inputs,
+                              read_records)
+from segmetro.status import EXIT_CODES_HELP, ConfigError, ExitStatus, InternalError, failure
 from segmetro.timestamps import now_ms as current_ms
 from segmetro.timestamps import parse_now
 
 
-class ConfigError(click.ClickException):
-    """A usage or configuration error: exit 2, message on stderr."""
+@dataclass
+class Session:
+    """What the error boundary needs to know of the command that is running."""
 
-    exit_code = ExitStatus.CONFIG
+    as_json: bool = False  # --json was asked for: every exit prints one JSON object
+    json_to_stderr: bool = False  # map: stdout holds the events
+    flow: Flow | None = None  # the run, once it started: a failure reports what it confirmed
+    printed: bool = False  # the summary was printed
+
+
+def session() -> Session:
+    return click.get_current_context().find_root().obj
 
 
 def _now_option(ctx, param, value: str | None) -> int | None:
@@ -68,6 +79,10 @@ validation_options = option_group(
                  help="Rejects file (JSON Lines, mode 0600); appended to if it exists. "
                       "Default: ./segmetro-rejects-<UTC time>.jsonl, a new file each run."),
     click.option("-q", "--quiet", is_flag=True, help="No progress display."),
+    click.option("--max-line-bytes", default=DEFAULT_MAX_LINE_BYTES, show_default=True,
+                 type=click.IntRange(1024), metavar="BYTES",
+                 help="Longer lines are rejected (parse: line-too-long) without being held "
+                      "in memory."),
 )
 
 
@@ -82,49 +97,60 @@ def load_or_exit(terminal: Terminal, mapping_path: str | None) -> MappingSet:
         for line in str(error).splitlines():
             terminal.error(line)
         raise ConfigError(f"{len(error.problems)} problem(s) in the mapping file "
-                          f"{error.source}") from None
+                          f"{error.source}: {str(error).splitlines()[0]}") from None
 
 
-def expand_or_exit(inputs: tuple[str, ...]) -> InputSet:
+def expand_or_exit(inputs: tuple[str, ...], max_line_bytes: int = DEFAULT_MAX_LINE_BYTES
+                   ) -> InputSet:
     try:
-        return expand_inputs(inputs)
+        return expand_inputs(inputs, max_line_bytes)
     except InputError as error:
         raise ConfigError(str(error)) from None
 
 
-def opened_or_exit(option: str, path: str, opener: Callable = lambda p: open(p, "wb")):
-    """Open an output file named on the command line; a path that cannot be written is a
-    configuration error naming the option, found before any input is read."""
+def open_output(option: str, path: str, inputs: InputSet):
+    """An output file named on the command line, opened privately (see files.py) and never an
+    input; a path that cannot be written is a configuration error found before reading."""
+    check_not_input(option, path, inputs.files)
     try:
-        return opener(path)
+        fd, _regular = open_private(path, append=False, what=option)
     except OSError as error:
         raise ConfigError(f"{option} {path}: {error.strerror or error}") from None
+    return open(fd, "wb")
 
 
-def check_writable_dir(option: str, path: str | None) -> None:
-    directory = os.path.dirname(path or "") or "."
-    if not os.path.isdir(directory) or not os.access(directory, os.W_OK):
-        raise ConfigError(f"{option} {path}: the directory {directory} does not exist or "
-                          "cannot be written")
+def live_window(backdate_days: int) -> Callable[[], Window]:
+    """The clock's window, read again as the run goes (a run can last hours)."""
+    return lambda: Window(current_ms(), backdate_days)
 
 
 def make_flow(command: str, terminal: Terminal, inputs: tuple[str, ...],
               mapping_path: str | None, now_ms: int | None, backdate_days: int,
-              rejects_path: str | None) -> Flow:
-    check_writable_dir("--rejects", rejects_path)
+              rejects_path: str | None, max_line_bytes: int = DEFAULT_MAX_LINE_BYTES) -> Flow:
     mappings = load_or_exit(terminal, mapping_path)
-    input_set = expand_or_exit(inputs)
-    window = Window(now_ms if now_ms is not None else current_ms(), backdate_days)
-    return Flow(command, input_set, mappings, window, RejectsFile(rejects_path or default_path()))
+    input_set = expand_or_exit(inputs, max_line_bytes)
+    if rejects_path is not None:
+        check_not_input("--rejects", rejects_path, input_set.files)
+        check_new_or_own(rejects_path, "--rejects")
+        rejects = RejectsFile(rejects_path)
+    else:
+        rejects = RejectsFile(default_path(), fresh=True)
+    window = Window(now_ms, backdate_days) if now_ms is not None else live_window(backdate_days)
+    flow = Flow(command, input_set, mappings, window, rejects)
+    session().flow = flow
+    return flow
 
 
 def finish(terminal: Terminal, report: RunReport, as_json: bool,
            to_stderr: bool = False) -> NoReturn:
     """Print the summary and exit with the run's status."""
+    if report.error is not None and not as_json:
+        terminal.error(report.error)
     if as_json:
         terminal.json(report.as_json(), to_stderr=to_stderr)
     else:
         terminal.summary(report, to_stderr=to_stderr)
+    session().printed = True
     sys.exit(int(report.exit_status()))
 
 
@@ -138,19 +164,75 @@ def progress_display(terminal: Terminal, flow: Flow, shown: bool = True):
         progress.close()
 
 
-def handle_interrupt(function: Callable) -> Callable:
-    @functools.wraps(function)
-    def wrapper(*args, **kwargs):
+def wants_json(args: list[str]) -> bool:
+    """--json on the command line, found even when click cannot parse the rest."""
+    for arg in args:
+        if arg == "--":
+            return False
+        if arg == "--json":
+            return True
+    return False
+
+
+class SegmetroGroup(click.Group):
+    """The one error boundary: every way out is an exit status from ``status.py``, a line on
+    stderr, and with ``--json`` exactly one JSON object (the summary when a run started)."""
+
+    def main(self, args=None, prog_name=None, complete_var=None, standalone_mode=True,
+             **extra):
+        args = list(sys.argv[1:] if args is None else args)
+        state = Session(as_json=wants_json(args),
+                        json_to_stderr=bool(args) and args[0] == "map")
         try:
-            return function(*args, **kwargs)
-        except KeyboardInterrupt:
-            click.echo("interrupted", err=True)
-            sys.exit(int(ExitStatus.INTERRUPTED))
+            result = super().main(args, prog_name, complete_var, standalone_mode=False,
+                                  obj=state, **extra)
+            code = result if isinstance(result, int) else 0
+        except SystemExit as stop:
+            code = stop.code if isinstance(stop.code, int) else 0
+        except click.exceptions.Exit as stop:
+            code = stop.exit_code
+        except click.ClickException as error:  # usage errors: bad flag, missing argument
+            context = getattr(error, "ctx", None)
+            if context is not None:
+                click.echo(f"{context.get_usage()}\nTry '{context.command_path} --help' for "
+                           "help.\n", err=True)
+            code = self._failed(state, ExitStatus.CONFIG, error.format_message())
+        except (KeyboardInterrupt, click.exceptions.Abort):
+            code = self._failed(state, ExitStatus.INTERRUPTED, "interrupted")
+        except Exception as error:  # noqa: BLE001 - every error ends here, never a traceback
+            status, message = failure(error)
+            if os.environ.get("SEGMETRO_DEBUG"):
+                import traceback
 
-    return wrapper
+                traceback.print_exc()
+            code = self._failed(state, status, message)
+        if standalone_mode:
+            sys.exit(code)
+        return code
+
+    @staticmethod
+    def _failed(state: Session, status: ExitStatus, message: str) -> int:
+        terminal = Terminal(quiet=True)
+        terminal.error(message)
+        flow = state.flow
+        nothing_done = status in (ExitStatus.CONFIG, ExitStatus.LOCKED)
+        if flow is not None and not state.printed and not nothing_done:
+            report = flow.report
+            report.fail(status, message)
+            report = flow.finish()
+            state.printed = True
+            if state.as_json:
+                terminal.json(report.as_json(), to_stderr=state.json_to_stderr)
+            else:
+                terminal.summary(report, to_stderr=True)
+            return int(report.exit_status())
+        if state.as_json and not state.printed:
+            terminal.json({"exit_status": int(status), "error": message},
+                          to_stderr=state.json_to_stderr)
+        return int(status)
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]},
+@click.group(cls=SegmetroGroup, context_settings={"help_option_names": ["-h", "--help"]},
              epilog=EXIT_CODES_HELP)
 @click.version_option(__version__, "--version", prog_name="segmetro")
 def cli() -> None:
@@ -165,7 +247,11 @@ def cli() -> None:
 connection_options = option_group(
     click.option("--api-token", envvar=["METRONOME_BEARER_TOKEN", "METRONOME_API_TOKEN"],
                  show_envvar=True, metavar="TOKEN",
-                 help="Metronome API token (Bearer). Never printed."),
+                 help="Metronome API token (Bearer). Never printed. Prefer the environment "
+                      "variable or --api-token-file: a command line is visible to other users."),
+    click.option("--api-token-file", type=click.Path(dir_okay=False), metavar="PATH",
+                 help="Read the API token from the first line of this file (whitespace "
+                      "stripped); takes precedence over the environment variable."),
     click.option("--base-url", envvar="METRONOME_BASE_URL", show_envvar=True,
                  default=DEFAULT_BASE_URL, show_default=True,
                  help="Metronome API base URL; plain http:// only to loopback addresses."),
@@ -201,6 +287,10 @@ state_options = option_group(
     click.option("--restart", is_flag=True,
                  help="Start over: set the state's progress and rejects aside "
                       "(*.before-restart) instead of resuming."),
+    click.option("--allow-new-transaction-ids", is_flag=True,
+                 help="With --restart, accept a mapping that makes transaction ids "
+                      "differently from the state's: every record sent before is sent again "
+                      "under a new id and Metronome bills it twice."),
     click.option("--grace-period", default=10.0, show_default=True,
                  type=click.FloatRange(0),
                  help="Seconds to let requests in flight finish after Ctrl-C or SIGTERM."),
@@ -210,17 +300,32 @@ state_options = option_group(
 )
 
 
-def upload_settings(api_token, base_url, timeout, batch_size=MAX_BATCH, rate_limit=0.0,
-                    concurrency=64, max_retries=8, max_backoff=8.0, use_gzip=False):
-    from segmetro.upload import SettingsError, UploadSettings  # httpx: only when sending
-
+def read_token_file(path: str) -> str:
     try:
-        return UploadSettings(token=api_token or "", base_url=base_url, timeout=timeout,
-                              batch_size=batch_size, rate_limit=rate_limit,
-                              concurrency=concurrency, max_retries=max_retries,
-                              backoff_cap=max_backoff, gzip=use_gzip)
-    except SettingsError as error:
-        raise ConfigError(str(error)) from None
+        with open(path, "rb") as handle:
+            first = handle.readline(4096)
+    except OSError as error:
+        raise ConfigError(f"--api-token-file {path}: {error.strerror or error}") from None
+    try:
+        return first.decode("utf-8").strip()
+    except UnicodeDecodeError:
+        raise ConfigError(f"--api-token-file {path}: the first line is not UTF-8 text") from None
+
+
+def upload_settings(api_token, base_url, timeout, api_token_file=None, batch_size=MAX_BATCH,
+                    rate_limit=0.0, concurrency=64, max_retries=8, max_backoff=8.0,
+                    use_gzip=False):
+    from segmetro.upload import UploadSettings  # httpx: only when sending
+
+    if api_token_file is not None:
+        if click.get_current_context().get_parameter_source("api_token") is \
+                click.core.ParameterSource.COMMANDLINE:
+            raise ConfigError("give the token once: --api-token or --api-token-file")
+        api_token = read_token_file(api_token_file)
+    return UploadSettings(token=api_token or "", base_url=base_url, timeout=timeout,
+                          batch_size=batch_size, rate_limit=rate_limit,
+                          concurrency=concurrency, max_retries=max_retries,
+                          backoff_cap=max_backoff, gzip=use_gzip)
 
 
 @cli.command(epilog=EXIT_CODES_HELP)
@@ -234,59 +339,72 @@ def upload_settings(api_token, base_url, timeout, batch_size=MAX_BATCH, rate_lim
 @connection_options
 @upload_options
 @state_options
-@handle_interrupt
 def send(inputs, mapping_path, dry_run, show, as_json, now_ms, backdate_days, rejects_path,
-         quiet, api_token, base_url, timeout, state_dir, restart, grace_period,
-         checkpoint_interval, **upload):
+         quiet, api_token, api_token_file, base_url, timeout, state_dir, restart,
+         allow_new_transaction_ids, grace_period, checkpoint_interval, max_line_bytes,
+         **upload):
     """Map, validate and send events to Metronome's /v1/ingest.
 
     \b
     Examples:
-      segmetro send export.jsonl --dry-run --show 3
+      segmetro send samples/segment-export.jsonl --dry-run --show 3
       segmetro send 'segment-logs/**/*.gz' -m mappings/default.yaml
       zcat day.gz | segmetro send - --dry-run --json
     """
     terminal = Terminal(quiet=quiet or as_json)
-    flow = make_flow("send", terminal, inputs, mapping_path, now_ms, backdate_days, rejects_path)
     if dry_run:
         if state_dir:
             raise ConfigError("--state keeps the progress of real sends; leave it out of a "
                               "--dry-run")
+        flow = make_flow("send", terminal, inputs, mapping_path, now_ms, backdate_days,
+                         rejects_path, max_line_bytes)
         with progress_display(terminal, flow) as tick:
             report = run_local(flow, show=show, tick=tick)
         finish(terminal, report, as_json)
-    from segmetro.checkpoint import LockHeld, StateError
-    from segmetro.send import checkpointed, run_upload
+    from segmetro.checkpoint import checkpointed
+    from segmetro.send import run_upload
+    from segmetro.upload import is_loopback, urlsplit
 
-    settings = upload_settings(api_token, base_url, timeout, **upload)
+    settings = upload_settings(api_token, base_url, timeout, api_token_file, **upload)
+    if now_ms is not None and not is_loopback(urlsplit(settings.base_url).hostname or ""):
+        raise ConfigError("--now is for rehearsals against the emulator: with a --base-url "
+                          "that is not loopback, Metronome judges timestamps by its own clock "
+                          "and would reject what --now lets through; leave --now out")
+    flow = make_flow("send", terminal, inputs, mapping_path, now_ms, backdate_days,
+                     rejects_path, max_line_bytes)
     with ExitStack() as stack:
         if state_dir:
-            try:
-                stack.enter_context(checkpointed(flow, state_dir, settings.base_url, restart,
-                                                 checkpoint_interval, bool(rejects_path)))
-            except LockHeld as error:
-                terminal.error(str(error))
-                sys.exit(int(ExitStatus.LOCKED))
-            except StateError as error:
-                raise ConfigError(str(error)) from None
+            check_state_apart(state_dir, flow.inputs)
+            stack.enter_context(checkpointed(flow, state_dir, settings.base_url, restart,
+                                             checkpoint_interval, bool(rejects_path),
+                                             allow_new_transaction_ids))
         tick = stack.enter_context(progress_display(terminal, flow))
         report = run_upload(flow, settings, tick=tick, log=terminal.warning, grace=grace_period)
     finish(terminal, report, as_json)
 
 
-@cli.command("check-auth", epilog=EXIT_CODES_HELP)
+def check_state_apart(state_dir: str, inputs: InputSet) -> None:
+    """The state directory's files are outputs: none of them may be an input."""
+    root = os.path.realpath(state_dir) + os.sep
+    for source in inputs.files:
+        if source.identity is not None and os.path.realpath(source.path).startswith(root):
+            raise ConfigError(f"--state {state_dir} holds the input {source.path}: the state "
+                              "directory is segmetro's own; keep inputs elsewhere")
+
+
+@cli.command("check-auth", epilog="Exit codes: 0 the token was accepted; 2 no token, or one "
+             "that cannot be a token; 3 refused, wrong URL or unreachable.")
 @connection_options
-def check_auth_command(api_token, base_url, timeout):
+def check_auth_command(api_token, api_token_file, base_url, timeout):
     """Check the API token with Metronome (POST [] to /v1/ingest; nothing is ingested).
 
     Metronome answers 400 to an empty batch with a good token, and 401 or 403 with a bad one.
-    Exit 0 when accepted, 3 when refused or unreachable.
     """
     import asyncio
 
     from segmetro.upload import check_auth
 
-    settings = upload_settings(api_token, base_url, timeout)
+    settings = upload_settings(api_token, base_url, timeout, api_token_file)
     accepted, message = asyncio.run(check_auth(settings))
     terminal = Terminal()
     if accepted:
@@ -304,33 +422,42 @@ def check_auth_command(api_token, base_url, timeout):
 @click.option("--json", "as_json", is_flag=True,
               help="Print the summary as JSON on stderr instead of text.")
 @validation_options
-@handle_interrupt
 def map_command(inputs, mapping_path, output, as_json, now_ms, backdate_days, rejects_path,
-                quiet):
+                quiet, max_line_bytes):
     """Write the Metronome events that would be sent, one JSON object per line.
 
     Invalid records go to the rejects file, not to the output; the summary goes to stderr.
 
     \b
     Examples:
-      segmetro map export.jsonl > events.jsonl
-      segmetro map 'archive/*.gz' -m mappings/tokens.yaml -o events.jsonl
+      segmetro map samples/segment-export.jsonl > events.jsonl
+      segmetro map 'archive/*.gz' -m mappings/tokens-as-string.yaml -o events.jsonl
     """
     terminal = Terminal(quiet=quiet or as_json)
-    flow = make_flow("map", terminal, inputs, mapping_path, now_ms, backdate_days, rejects_path)
-    stream = sys.stdout.buffer if output == "-" else opened_or_exit("-o/--output", output)
+    flow = make_flow("map", terminal, inputs, mapping_path, now_ms, backdate_days, rejects_path,
+                     max_line_bytes)
+    to_stdout = output == "-"
+    stream = sys.stdout.buffer if to_stdout else open_output("-o/--output", output, flow.inputs)
+    where = "standard output" if to_stdout else f"-o {output}"
     dumps = orjson.dumps
     write = stream.write
+
+    def on_event(event: dict) -> None:
+        try:
+            write(dumps(event) + b"\n")
+        except OSError as error:
+            raise InternalError(f"writing {where}: {error.strerror or error}") from None
+
     # No bar over events scrolling past on the same terminal.
-    shown = output != "-" or not sys.stdout.isatty()
+    shown = not to_stdout or not sys.stdout.isatty()
+    with progress_display(terminal, flow, shown) as tick:
+        report = run_local(flow, tick=tick, on_event=on_event)
     try:
-        with progress_display(terminal, flow, shown) as tick:
-            report = run_local(flow, tick=tick,
-                               on_event=lambda event: write(dumps(event) + b"\n"))
-    finally:
         stream.flush()
-        if stream is not sys.stdout.buffer:
+        if not to_stdout:
             stream.close()
+    except OSError as error:
+        report.fail(ExitStatus.INTERNAL, f"writing {where}: {error.strerror or error}")
     finish(terminal, report, as_json, to_stderr=True)
 
 
@@ -339,17 +466,17 @@ def map_command(inputs, mapping_path, output, as_json, now_ms, backdate_days, re
 @mapping_option
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as one JSON object.")
 @validation_options
-@handle_interrupt
-def validate(inputs, mapping_path, as_json, now_ms, backdate_days, rejects_path, quiet):
+def validate(inputs, mapping_path, as_json, now_ms, backdate_days, rejects_path, quiet,
+             max_line_bytes):
     """Check the mapping file; with inputs, map and validate every record.
 
-    With inputs it reports as `send --dry-run` does, and also lists transaction ids that repeat
-    within the run (Metronome silently keeps only the first of each).
+    With inputs it reports as `send --dry-run` does, including transaction ids the run
+    produces twice (Metronome silently keeps only the first of each).
 
     \b
     Examples:
-      segmetro validate -m mappings/tokens.yaml
-      segmetro validate -m mappings/tokens.yaml export.jsonl --json
+      segmetro validate -m mappings/fan-out.yaml
+      segmetro validate -m mappings/fan-out.yaml samples/segment-export.jsonl --json
     """
     terminal = Terminal(quiet=quiet or as_json)
     if not inputs:
@@ -357,7 +484,7 @@ def validate(inputs, mapping_path, as_json, now_ms, backdate_days, rejects_path,
         if as_json:
             terminal.json({"mapping": mappings.source, "valid": True,
                            "mappings": [m.name for m in mappings.mappings],
-                           "warnings": mappings.warnings})
+                           "warnings": mappings.warnings, "exit_status": 0})
         else:
             terminal.out.print(f"{mappings.source}: OK, {len(mappings.mappings)} mapping(s): "
                                + ", ".join(m.name for m in mappings.mappings))
@@ -365,9 +492,9 @@ def validate(inputs, mapping_path, as_json, now_ms, backdate_days, rejects_path,
                 terminal.warning(warning)
         sys.exit(int(ExitStatus.OK))
     flow = make_flow("validate", terminal, inputs, mapping_path, now_ms, backdate_days,
-                     rejects_path)
+                     rejects_path, max_line_bytes)
     with progress_display(terminal, flow) as tick:
-        report = run_local(flow, tick=tick, track_duplicates=True)
+        report = run_local(flow, tick=tick)
     finish(terminal, report, as_json)
 
 
@@ -454,7 +581,7 @@ def emulator(host, port, token, store, latency, latency_jitter, error_rate, thro
         raise ConfigError(f"--host {host}: the emulator listens on loopback addresses only")
     faults = Faults(latency, latency_jitter, error_rate, throttle_rate, retry_after, drop_rate,
                     max_events_per_second, seed)
-    store_file = opened_or_exit("--store", store, open_store) if store else None
+    store_file = open_store(store) if store else None
     state = EmulatorState(token, faults, now_ms, backdate_days, store_file)
     terminal = Terminal()
 

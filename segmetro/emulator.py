@@ -31,6 +31,7 @@ from typing import IO
 import orjson
 
 from segmetro.events import DEFAULT_BACKDATE_DAYS, MAX_BATCH, Window, check_event
+from segmetro.files import open_private
 from segmetro.timestamps import now_ms
 
 MAX_BODY = 64 << 20
@@ -300,8 +301,9 @@ async def run_until_stopped(state: EmulatorState, host: str, port: int, on_ready
 
 def open_store(path: str) -> IO[bytes]:
     """The store of accepted events, appended to; private to its owner (it holds customer data,
-    like the rejects file)."""
-    return open(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600), "ab")
+    like the rejects file; see files.py)."""
+    fd, _regular = open_private(path, append=True, what="--store")
+    return open(fd, "ab")
 
 
 def serve_until_signalled(state: EmulatorState, host: str, port: int, on_ready) -> None:

@@ -2,6 +2,8 @@
 
 Each record becomes one outcome per matching mapping (an event to send, or a rejection with its
 stage and reason), or one ``skipped`` outcome when no trigger matched, or one ``parse`` rejection.
+An event whose transaction_id the run already produced is a ``duplicate`` (the same event again:
+counted, not sent) or a ``validate`` rejection (another event under the same id).
 Nothing raises out of the stream for one bad record; nothing is dropped without a count.
 """
 
@@ -9,18 +11,31 @@ from __future__ import annotations
 
 from collections import Counter
 from dataclasses import dataclass, field
-from typing import Iterable, Iterator
+from enum import Enum
+from typing import Callable, Iterable, Iterator
 
+import orjson
+
+from segmetro.dedupe import SeenIds
 from segmetro.events import Window, check_mapped
 from segmetro.mapping import MappingSet
 from segmetro.sources import SegmentRecord
 
-EVENT, SKIPPED, REJECTED = "event", "skipped", "rejected"
+
+class Kind(Enum):
+    EVENT = 0  # a valid event, to be sent
+    SKIPPED = 1  # no trigger matched (``code`` holds the record's Segment type)
+    REJECTED = 2  # with ``stage``, ``code`` and ``reason``
+    DUPLICATE = 3  # the same event again under a transaction_id the run already produced
+
+
+EVENT, SKIPPED, REJECTED, DUPLICATE = Kind.EVENT, Kind.SKIPPED, Kind.REJECTED, Kind.DUPLICATE
+SETTLED_AT_ONCE = frozenset((SKIPPED, REJECTED, DUPLICATE))  # nothing left to wait for
 
 
 @dataclass(slots=True)
 class Outcome:
-    kind: str
+    kind: Kind
     record: SegmentRecord
     event: dict | None = None
     stage: str | None = None
@@ -36,9 +51,18 @@ def segment_type(data: dict) -> str:
 
 
 def process(records: Iterable[SegmentRecord], mappings: MappingSet,
-            window: Window) -> Iterator[Outcome]:
+            window: Window | Callable[[], Window]) -> Iterator[Outcome]:
+    """``window`` is fixed (``--now``) or a callable giving the clock's window, read again every
+    few thousand records so a run that lasts hours judges each record against its own time."""
     apply = mappings.apply
-    for record in records:
+    seen = SeenIds()
+    check, place, dumps = seen.check, seen.place, orjson.dumps
+    clock = window if callable(window) else None
+    if clock is not None:
+        window = clock()
+    for count, record in enumerate(records):
+        if clock is not None and not count & 4095:
+            window = clock()
         data = record.data
         if data is None:
             yield Outcome(REJECTED, record, None, "parse", record.error_code, record.error)
@@ -59,8 +83,18 @@ def process(records: Iterable[SegmentRecord], mappings: MappingSet,
             if problem is not None:
                 yield Outcome(REJECTED, record, event, "validate", problem[0], problem[1],
                               result.mapping, final)
-            else:
+                continue
+            first = check(event["transaction_id"], dumps(event), place(record.file, record.line))
+            if first == SeenIds.NEW:
                 yield Outcome(EVENT, record, event, mapping=result.mapping, final=final)
+            elif first == SeenIds.SAME:
+                yield Outcome(DUPLICATE, record, event, mapping=result.mapping, final=final)
+            else:
+                yield Outcome(REJECTED, record, event, "validate", "conflicting-transaction-id",
+                              f"transaction_id {event['transaction_id']!r} was already given to "
+                              f"a different event at {first}; Metronome keeps only the first "
+                              "event of an id, so this one would never be billed",
+                              result.mapping, final)
 
 
 @dataclass
@@ -70,6 +104,7 @@ class Tally:
     lines: int = 0
     records: int = 0
     events: int = 0
+    duplicates: int = 0  # events the run already produced, the same to the byte: not sent again
     by_event_type: Counter = field(default_factory=Counter)
     skipped_by_type: Counter = field(default_factory=Counter)
     rejected_by_stage: Counter = field(default_factory=Counter)
@@ -98,6 +133,8 @@ class Tally:
             self.by_event_type[outcome.event["event_type"]] += 1
         elif outcome.kind is SKIPPED:
             self.skipped_by_type[outcome.code] += 1
+        elif outcome.kind is DUPLICATE:
+            self.duplicates += 1
         else:
             self.reject(outcome, outcome.stage, outcome.code, outcome.reason)
 

@@ -7,7 +7,8 @@ durable (the tally, the rejects file, the checkpoint ledger, the upload) and onl
 
 Wire format: frames of a 4-byte length and a pickled message, one of
 ``("outcomes", [tuple, ...], bytes_read)``, ``("file_done", name)``, ``("end", bytes_read)`` and
-``("error", text)``. A record's JSON travels as bytes and reaches the rejects file as an
+``("error", exit_status, message)``. An outcome is a flat tuple (``_encode``/``decode``): pickling
+a dataclass a record would cost more than the rest of the parent's work on it. A record's JSON travels as bytes and reaches the rejects file as an
 ``orjson.Fragment``, never parsed twice.
 
 The child is a bare ``os.fork`` that closes every descriptor but the pipe's write end: it must not
@@ -32,12 +33,13 @@ import orjson
 
 from segmetro.events import Window
 from segmetro.mapping import MappingSet, parse_mapping
-from segmetro.pipeline import EVENT, REJECTED, SKIPPED, Outcome, process
+from segmetro.pipeline import DUPLICATE, EVENT, REJECTED, SKIPPED, Outcome, process
 from segmetro.sources import ByteCounter, InputFile, InputSet, SegmentRecord, read_records
+from segmetro.status import ExitStatus, InternalError, SegmetroError, failure
 
 CHUNK = 512  # outcomes a frame
 _HEADER = struct.Struct("<I")
-_KINDS = (EVENT, SKIPPED, REJECTED)
+_KINDS = (EVENT, SKIPPED, REJECTED, DUPLICATE)
 _KIND_NUMBER = {kind: number for number, kind in enumerate(_KINDS)}
 
 
@@ -46,15 +48,15 @@ def _encode(outcome: Outcome) -> tuple:
     data = record.data
     body = orjson.dumps(data) if data is not None and outcome.kind is not SKIPPED else None
     return (_KIND_NUMBER[outcome.kind], record.file, record.line, record.seq, record.line_seq,
-            outcome.final, outcome.event, outcome.stage, outcome.code, outcome.reason,
-            outcome.mapping, body, record.raw)
+            record.last_on_line, outcome.final, outcome.event, outcome.stage, outcome.code,
+            outcome.reason, outcome.mapping, body, record.raw)
 
 
 def available() -> bool:
     return hasattr(os, "fork")
 
 
-def _child(fd: int, files: list[InputFile], mapping_text: str, mapping_source: str,
+def _child(fd: int, inputs: InputSet, mapping_text: str, mapping_source: str,
            window: Window) -> None:
     """The reader process: every outcome, in order, to the pipe. Never returns."""
     signal.set_wakeup_fd(-1)  # the parent's event loop is not ours
@@ -78,7 +80,7 @@ def _child(fd: int, files: list[InputFile], mapping_text: str, mapping_source: s
 
     try:
         mappings = parse_mapping(mapping_text, mapping_source)
-        records = read_records(InputSet(files), counters, file_done)
+        records = read_records(inputs, counters, file_done)
         for outcome in process(records, mappings, window):
             chunk.append(_encode(outcome))
             if len(chunk) >= CHUNK and outcome.final:  # a record's outcomes stay together
@@ -89,9 +91,12 @@ def _child(fd: int, files: list[InputFile], mapping_text: str, mapping_source: s
         out.flush()
     except BrokenPipeError:
         os._exit(0)  # the parent is gone
-    except BaseException:  # noqa: BLE001 - reported to the parent, which fails the run
+    except BaseException as error:  # noqa: BLE001 - reported to the parent, which fails the run
+        status, message = failure(error)
+        if os.environ.get("SEGMETRO_DEBUG"):
+            message += "\n" + traceback.format_exc()
         try:
-            send(("error", traceback.format_exc()))
+            send(("error", int(status), message))
             out.flush()
         except OSError:
             pass
@@ -117,7 +122,7 @@ class ReaderProcess:
         pid = os.fork()
         if pid == 0:
             try:
-                _child(write_fd, self.inputs.files, self.mappings.text, self.mappings.source,
+                _child(write_fd, self.inputs, self.mappings.text, self.mappings.source,
                        self.window)
             finally:
                 os._exit(1)
@@ -162,17 +167,30 @@ class ReaderProcess:
             while True:
                 try:
                     header = await reader.readexactly(_HEADER.size)
+                    message = pickle.loads(await reader.readexactly(_HEADER.unpack(header)[0]))
                 except asyncio.IncompleteReadError:
-                    raise RuntimeError("the reader process ended without finishing") from None
-                message = pickle.loads(await reader.readexactly(_HEADER.unpack(header)[0]))
+                    raise InternalError(self._ended_early()) from None
                 if message[0] == "error":
-                    raise RuntimeError(f"the reader process failed:\n{message[1]}")
+                    raise SegmetroError(message[2], ExitStatus(message[1]))
                 yield message
                 if message[0] == "end":
                     return
         finally:
             transport.close()
             self.stop()
+
+    def _ended_early(self) -> str:
+        """Why the child's stream ended before its last message, from its exit status."""
+        pid, self._pid = self._pid, None
+        how = "ended"
+        if pid is not None:
+            _, status = os.waitpid(pid, 0)
+            if os.WIFSIGNALED(status):
+                how = f"was killed by {signal.Signals(os.WTERMSIG(status)).name}"
+            elif os.WIFEXITED(status):
+                how = f"exited with status {os.WEXITSTATUS(status)}"
+        return (f"the reader process (PID {pid}) {how} before reading every input; "
+                "what was acknowledged is in the checkpoint")
 
     def stop(self) -> None:
         """End the child (it may still be reading when the parent stops early) and reap it."""
@@ -191,11 +209,12 @@ def decode(chunk: list) -> list[Outcome]:
     groups them by identity)."""
     outcomes = []
     record = None
-    for (kind, file, line, seq, line_seq, final, event, stage, code, reason, mapping, body,
-         raw) in chunk:
+    for (kind, file, line, seq, line_seq, last_on_line, final, event, stage, code, reason,
+         mapping, body, raw) in chunk:
         if record is None or record.seq != seq or record.file != file:
             data = orjson.Fragment(body) if body is not None else None
-            record = SegmentRecord(file, line, seq, data, None, None, raw, line_seq)
+            record = SegmentRecord(file, line, seq, data, None, None, raw, line_seq,
+                                   last_on_line)
         outcomes.append(Outcome(_KINDS[kind], record, event, stage, code, reason, mapping,
                                 final))
     return outcomes

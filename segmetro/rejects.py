@@ -1,33 +1,52 @@
 """The rejects file: one JSON line per rejected record, with its place, stage and reason.
 
-Created only when something is rejected, with permissions 0600 (it holds customer data). An
-existing file is appended to, never overwritten, and the summary says so.
+Created only when something is rejected, private (it holds customer data: see ``files.py``). An
+existing file is appended to, never overwritten, and the summary says so. The default name is new
+each run and created exclusively, so nothing planted at a predictable name is ever written.
 """
 
 from __future__ import annotations
 
 import os
+import stat
 import time
 
 import orjson
 
+from segmetro.files import open_private
 from segmetro.pipeline import Outcome
+from segmetro.redact import scrub
+from segmetro.sources import REJECTS_PREFIX
 
 
 def default_path(directory: str = "") -> str:
     """A new name per run, so one run's rejects never overwrite another's."""
     stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
-    path = os.path.join(directory, f"segmetro-rejects-{stamp}.jsonl")
-    if os.path.exists(path):
-        path = os.path.join(directory, f"segmetro-rejects-{stamp}-{os.getpid()}.jsonl")
-    return path
+    return os.path.join(directory, f"{REJECTS_PREFIX}{stamp}.jsonl")
+
+
+def _create_fresh(path: str) -> tuple[int, str]:
+    """Create a new file at ``path`` or, if anything is there, at ``path`` with a suffix."""
+    stem = path[:-len(".jsonl")]
+    for attempt in range(100):
+        candidate = path if attempt == 0 else f"{stem}-{os.getpid()}-{attempt}.jsonl"
+        try:
+            return os.open(candidate, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_EXCL |
+                           getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0),
+                           0o600), candidate
+        except FileExistsError:
+            continue
+    raise FileExistsError(f"{path}: no free name for the rejects file")
 
 
 class RejectsFile:
-    def __init__(self, path: str):
+    def __init__(self, path: str, fresh: bool = False):
+        """``fresh``: a default name, created new (another name if taken), never appended to."""
         self.path = path
-        self.appended = os.path.exists(path)
+        self.fresh = fresh
+        self.appended = not fresh and os.path.exists(path)
         self.written = 0
+        self._regular = True
         self._fd: int | None = None
         self.fingerprints: dict[str, str] = {}  # file -> content fingerprint, with --state
         self._already: set[tuple] = set()  # rejections an interrupted run already wrote
@@ -35,7 +54,7 @@ class RejectsFile:
     def load_written(self, resume_from: dict[str, int]) -> None:
         """Remember what earlier runs wrote for records after each fingerprint's resume point,
         so a resumed run writes each rejected record once. ``resume_from``: fingerprint -> seq."""
-        if not os.path.exists(self.path) or not resume_from:
+        if not os.path.isfile(self.path) or not resume_from:
             return
         self._trim_partial_line()
         marker = b'"fingerprint":"'
@@ -55,7 +74,14 @@ class RejectsFile:
 
     def _trim_partial_line(self) -> None:
         """A line cut off by a crash would corrupt the next one appended: drop it."""
-        with open(self.path, "rb+") as handle:
+        try:
+            fd = os.open(self.path, os.O_RDWR | getattr(os, "O_NOFOLLOW", 0))
+        except OSError:
+            return  # a symlink or a special file: left alone (open_private judges it)
+        if not stat.S_ISREG(os.fstat(fd).st_mode) or os.fstat(fd).st_uid != os.geteuid():
+            os.close(fd)
+            return
+        with open(fd, "rb+") as handle:
             size = handle.seek(0, os.SEEK_END)
             if not size:
                 return
@@ -82,7 +108,7 @@ class RejectsFile:
             "seq": record.seq,
             "stage": stage,
             "code": code or outcome.code,
-            "reason": reason or outcome.reason,
+            "reason": scrub(reason or outcome.reason or ""),
             "mapping": outcome.mapping,
             "record": record.data if record.data is not None else record.raw,
         }
@@ -91,21 +117,32 @@ class RejectsFile:
         if fp is not None:
             entry["fingerprint"] = fp
         if self._fd is None:
-            self._fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
-            os.fchmod(self._fd, 0o600)
-        os.write(self._fd, orjson.dumps(entry) + b"\n")
+            self._open()
+        line = orjson.dumps(entry) + b"\n"
+        written = os.write(self._fd, line)
+        while written < len(line):  # a short write (a full pipe, a signal): write the rest
+            written += os.write(self._fd, line[written:])
         self.written += 1
+
+    def _open(self) -> None:
+        if self.fresh:
+            self._fd, self.path = _create_fresh(self.path)
+        else:
+            self._fd, self._regular = open_private(self.path, append=True, what="--rejects")
 
     def flush(self) -> None:
         """Make what was written durable (before a checkpoint says it was written)."""
-        if self._fd is not None:
+        if self._fd is not None and self._regular:
             os.fsync(self._fd)
 
     def close(self) -> None:
         if self._fd is not None:
-            os.fsync(self._fd)
-            os.close(self._fd)
-            self._fd = None
+            fd, self._fd = self._fd, None
+            try:
+                if self._regular:
+                    os.fsync(fd)
+            finally:
+                os.close(fd)
 
     @property
     def used(self) -> bool:

@@ -10,7 +10,6 @@ import signal
 import sys
 import time
 from dataclasses import dataclass, field
-from enum import IntEnum
 from typing import Any
 
 import orjson
@@ -18,24 +17,8 @@ from rich.console import Console
 from rich.markup import escape
 
 from segmetro.pipeline import Tally
-
-
-class ExitStatus(IntEnum):
-    OK = 0  # every record fine (skipped by triggers counts as fine)
-    REJECTED = 1  # finished, some records rejected
-    CONFIG = 2  # usage or configuration error
-    ABORTED = 3  # token refused, Metronome unreachable after retries
-    LOCKED = 4  # another run holds the state's lock (cron overlap): nothing was done
-    INTERRUPTED = 130  # Ctrl-C
-    TERMINATED = 143  # SIGTERM
-
-
-EXIT_CODES_HELP = (
-    "Exit codes: 0 every record fine (records no trigger matched count as fine); 1 finished, "
-    "some records rejected (see the rejects file); 2 usage or configuration error; 3 aborted "
-    "(token refused, Metronome unreachable after retries); 4 another run holds the --state lock, "
-    "nothing done; 130 interrupted (Ctrl-C); 143 terminated (SIGTERM)."
-)
+from segmetro.redact import scrub, scrub_bytes
+from segmetro.status import EXIT_CODES_HELP, ExitStatus  # noqa: F401 - re-exported
 
 
 @dataclass
@@ -63,18 +46,31 @@ class RunReport:
     dry_run: bool = True
     upload: UploadStats | None = None
     examples: list[dict] = field(default_factory=list)
-    duplicate_transaction_ids: dict[str, int] | None = None  # validate: txid -> occurrences
     mapping_source: str = ""
     warnings: list[str] = field(default_factory=list)
     resumed: dict[str, Any] = field(default_factory=dict)  # checkpoint: files skipped / resumed
+    inputs_left_out: list[str] = field(default_factory=list)  # "path: why", see sources
     interrupted: int | None = None  # the signal that stopped the run early
+    error: str | None = None  # what ended the run early, when it did not finish
+    error_status: ExitStatus | None = None
+
+    def fail(self, status: ExitStatus, message: str) -> None:
+        """The run ends early with ``status``; the first failure is the one reported."""
+        if self.error_status is None:
+            self.error_status, self.error = status, scrub(message)
 
     def exit_status(self) -> ExitStatus:
+        """0 and 1 mean finished: a send that did not settle every valid event it read never
+        gets them."""
+        if self.error_status is not None:
+            return self.error_status
         if self.interrupted is not None:
             return ExitStatus.TERMINATED if self.interrupted == signal.SIGTERM \
                 else ExitStatus.INTERRUPTED
         if self.upload is not None and self.upload.aborted:
             return ExitStatus.ABORTED
+        if self.upload is not None and self.upload.not_attempted:
+            return ExitStatus.INTERNAL
         if self.tally.rejected:
             return ExitStatus.REJECTED
         return ExitStatus.OK
@@ -87,9 +83,11 @@ class RunReport:
             "mapping": self.mapping_source,
             "files": self.files,
             "files_skipped": self.files_skipped,
+            "inputs_left_out": self.inputs_left_out,
             "lines": tally.lines,
             "records": tally.records,
             "events": tally.events,
+            "duplicates": tally.duplicates,
             "skipped": tally.skipped,
             "rejected": tally.rejected,
             "sent": self.upload.sent if self.upload else 0,
@@ -105,6 +103,7 @@ class RunReport:
             "rejects_path": self.rejects_path,
             "elapsed_seconds": round(self.elapsed, 3),
             "exit_status": int(self.exit_status()),
+            "error": self.error,
             "interrupted": signal.Signals(self.interrupted).name if self.interrupted else None,
             "warnings": self.warnings,
         }
@@ -115,8 +114,6 @@ class RunReport:
                           not_attempted=upload.not_attempted, aborted=upload.aborted,
                           events_per_second=round(upload.sent / self.elapsed, 1)
                           if self.elapsed else None)
-        if self.duplicate_transaction_ids is not None:
-            result["duplicate_transaction_ids"] = self.duplicate_transaction_ids
         if self.resumed:
             result["checkpoint"] = self.resumed
         if self.examples:
@@ -142,6 +139,11 @@ def summary_lines(report: RunReport) -> list[str]:
             else ""
         lines.append(f"  files skipped (not event data): {len(report.files_skipped):,}: "
                      f"{shown}{more}")
+    if report.inputs_left_out:
+        shown = "; ".join(escape(p) for p in report.inputs_left_out[:3])
+        more = f"; and {len(report.inputs_left_out) - 3:,} more (see --json)" \
+            if len(report.inputs_left_out) > 3 else ""
+        lines.append(f"  inputs left out: {len(report.inputs_left_out):,}: {shown}{more}")
     for key, value in report.resumed.items():
         lines.append(f"  checkpoint: {key}: {escape(str(value))}")
     verb = "valid, would be sent" if report.dry_run else "valid"
@@ -162,6 +164,9 @@ def summary_lines(report: RunReport) -> list[str]:
         if upload.not_attempted:
             lines.append(f"  [bold red]not sent  {upload.not_attempted:>10,}[/]  "
                          "never confirmed by Metronome: run again to send them")
+    if tally.duplicates:
+        lines.append(f"  repeats   {tally.duplicates:>10,}  the same event as earlier in the "
+                     "run (same transaction_id and content): not sent again")
     lines.append(f"  skipped   {tally.skipped:>10,}  no trigger matched")
     for kind, count in tally.skipped_by_type.most_common():
         lines.append(f"    {count:>18,}  {escape(kind)}")
@@ -172,17 +177,15 @@ def summary_lines(report: RunReport) -> list[str]:
         place, example = tally.reason_examples[(stage, code)]
         lines.append(f"    {count:>18,}  {stage}: {code} (first at {escape(place)}): "
                      f"{escape(str(example))}")
-    if report.duplicate_transaction_ids is not None:
-        duplicates = report.duplicate_transaction_ids
-        lines.append(f"  repeated transaction ids: {len(duplicates):,}"
-                     + (" (Metronome keeps only the first of each)" if duplicates else ""))
-        for txid, count in list(duplicates.items())[:5]:
-            lines.append(f"    {count:>18,}× {escape(txid)}")
     if report.rejects_path:
         how = "appended to" if report.rejects_appended else "written to"
         lines.append(f"  rejects {how} {escape(report.rejects_path)} (mode 0600)")
-    if report.upload is not None and report.upload.aborted:
+    if report.upload is not None and report.upload.aborted and \
+            report.upload.aborted != report.error:
         lines.append(f"  [bold red]aborted:[/] {escape(report.upload.aborted)}")
+    if report.error is not None:
+        lines.append(f"  [bold red]stopped (exit {int(report.exit_status())}):[/] "
+                     f"{escape(report.error)}")
     if report.interrupted is not None:
         lines.append(f"  [bold red]stopped by {signal.Signals(report.interrupted).name}[/]: "
                      "input not read to the end")
@@ -201,23 +204,24 @@ class Terminal:
 
     def json(self, payload: Any, to_stderr: bool = False) -> None:
         stream = sys.stderr if to_stderr else sys.stdout
-        stream.write(orjson.dumps(payload, option=orjson.OPT_INDENT_2).decode() + "\n")
+        stream.write(scrub_bytes(orjson.dumps(payload, option=orjson.OPT_INDENT_2)).decode()
+                     + "\n")
         stream.flush()
 
     def summary(self, report: RunReport, to_stderr: bool = False) -> None:
         console = self.err if to_stderr else self.out
         for line in summary_lines(report):
-            console.print(line)
+            console.print(scrub(line))
         if report.examples:
             console.print(f"  example events ({len(report.examples)}):")
             for event in report.examples:
-                console.print("    " + escape(orjson.dumps(event).decode()))
+                console.print("    " + escape(scrub(orjson.dumps(event).decode())))
 
     def warning(self, message: str) -> None:
-        self.err.print(f"[yellow]warning:[/] {escape(message)}")
+        self.err.print(f"[yellow]warning:[/] {escape(scrub(message))}")
 
     def error(self, message: str) -> None:
-        self.err.print(f"[bold red]error:[/] {escape(message)}")
+        self.err.print(f"[bold red]error:[/] {escape(scrub(message))}")
 
     def progress(self, total_bytes: int | None, interval: float = 5.0,
                  shown: bool = True) -> "RunProgress":

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import signal
 import time
-from collections import Counter
 from contextlib import contextmanager
 from typing import Callable, Iterator
 
@@ -19,6 +18,7 @@ from segmetro.pipeline import EVENT, REJECTED, Outcome, Tally, process
 from segmetro.rejects import RejectsFile
 from segmetro.report import RunReport
 from segmetro.sources import ByteCounter, InputSet, read_records
+from segmetro.status import failure
 
 Tick = Callable[[Tally, int], None]
 TICK_EVERY = 1024  # outcomes between progress checks: keeps the clock off the hot path
@@ -56,8 +56,8 @@ def stop_signals_raise() -> Iterator[None]:
 class Flow:
     """Inputs, mapping, clock and rejects file of one run, and the report it fills in."""
 
-    def __init__(self, command: str, inputs: InputSet, mappings: MappingSet, window: Window,
-                 rejects: RejectsFile):
+    def __init__(self, command: str, inputs: InputSet, mappings: MappingSet,
+                 window: Window | Callable[[], Window], rejects: RejectsFile):
         self.inputs = inputs
         self.mappings = mappings
         self.window = window
@@ -68,6 +68,7 @@ class Flow:
         self.started = time.monotonic()
         self.report = RunReport(command, Tally(), files=len(inputs.files),
                                 files_skipped=list(inputs.skipped),
+                                inputs_left_out=list(inputs.left_out),
                                 mapping_source=mappings.source, warnings=list(mappings.warnings))
 
     def bytes_read(self) -> int:
@@ -98,10 +99,19 @@ class Flow:
                 tick(tally, self.bytes_read())
 
     def finish(self) -> RunReport:
-        if self.ledger is not None:
-            self.ledger.snapshot()
-        self.rejects.close()
+        """Make what was settled durable (rejects, then the checkpoint) and close the report.
+        Safe to call once more after a failure in an earlier call."""
         report = self.report
+        try:
+            if self.ledger is not None:
+                self.ledger.snapshot()
+        except Exception as error:  # noqa: BLE001 - a full disk: say so, exit 70
+            report.fail(*failure(error))
+        finally:
+            try:
+                self.rejects.close()
+            except Exception as error:  # noqa: BLE001
+                report.fail(*failure(error))
         report.elapsed = time.monotonic() - self.started
         if self.rejects.used:
             report.rejects_path = self.rejects.path
@@ -110,11 +120,11 @@ class Flow:
 
 
 def run_local(flow: Flow, show: int = 0, tick: Tick | None = None,
-              on_event: Callable[[dict], None] | None = None,
-              track_duplicates: bool = False) -> RunReport:
-    """Read, map and validate everything; ``on_event`` receives each valid event."""
+              on_event: Callable[[dict], None] | None = None) -> RunReport:
+    """Read, map and validate everything; ``on_event`` receives each valid event. Anything
+    unexpected (an input that vanished, an output that cannot be written, a bug) ends the run
+    with its status in the report, after what was done so far is made durable."""
     examples = flow.report.examples
-    seen: Counter | None = Counter() if track_duplicates else None
     with stop_signals_raise():
         try:
             for outcome in flow.outcomes(tick):
@@ -123,12 +133,8 @@ def run_local(flow: Flow, show: int = 0, tick: Tick | None = None,
                     examples.append(event)
                 if on_event is not None:
                     on_event(event)
-                if seen is not None:
-                    seen[event["transaction_id"]] += 1
         except Interrupted as stop:
             flow.report.interrupted = stop.signum
-    if seen is not None:
-        flow.report.duplicate_transaction_ids = {
-            txid: count for txid, count in seen.most_common() if count > 1
-        }
+        except Exception as error:  # noqa: BLE001 - the run's one error boundary
+            flow.report.fail(*failure(error))
     return flow.finish()

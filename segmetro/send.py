@@ -8,13 +8,12 @@ from __future__ import annotations
 
 import asyncio
 import os
-from contextlib import aclosing, contextmanager
-from typing import AsyncIterator, Callable, Iterator
+from contextlib import aclosing
+from typing import AsyncIterator, Callable
 
-from segmetro.checkpoint import Ledger, RunLock, State, plan
 from segmetro.pipeline import Outcome
-from segmetro.rejects import RejectsFile
 from segmetro.report import RunReport, UploadStats
+from segmetro.status import ExitStatus, failure
 from segmetro.run import STOP_SIGNALS, Flow, Tick
 from segmetro.reader import ReaderProcess, available, decode
 from segmetro.upload import Uploader, UploadSettings
@@ -140,41 +139,12 @@ def run_upload(flow: Flow, settings: UploadSettings, tick: Tick | None = None,
 
     uploader = Uploader(settings, stats, on_sent=on_sent, on_rejected=on_rejected, log=log)
     sender = _Sender(flow, uploader, settings.batch_size, tick, grace, interval)
-    asyncio.run(sender.run())
+    try:
+        asyncio.run(sender.run())
+    except Exception as error:  # noqa: BLE001 - the reader died, an input vanished, a bug
+        report.fail(*failure(error))
+    if uploader.failure is not None:
+        report.fail(ExitStatus.INTERNAL, uploader.aborted or "internal error while sending")
     stats.aborted = uploader.aborted
     stats.not_attempted = tally.events - stats.sent - tally.rejected_by_stage["api"]
     return flow.finish()
-
-
-@contextmanager
-def checkpointed(flow: Flow, directory: str, destination: str, restart: bool = False,
-                 snapshot_every: float = 5.0, rejects_named: bool = False) -> Iterator[State]:
-    """Run ``flow`` with durable progress in ``directory``: lock it, resume after each file's
-    settled prefix, skip finished files. Raises LockHeld or StateError before anything is read."""
-    os.makedirs(directory, mode=0o700, exist_ok=True)
-    lock = RunLock(directory)
-    lock.acquire()
-    state = State(directory, flow.mappings.digest, destination)
-    try:
-        state.load(restart)
-        to_read, found = plan(state, flow.inputs.files)
-        if not rejects_named:
-            flow.rejects = RejectsFile(state.rejects_path)
-        flow.rejects.fingerprints = dict(found.fingerprints)
-        # Also files the state has no progress for yet: a crash can come before their first
-        # journal line, after some of their rejects were written.
-        flow.rejects.load_written({
-            found.fingerprints[source.path]: source.start.seq if source.start else 0
-            for source in to_read
-        })
-        flow.inputs.files = to_read
-        flow.report.resumed = found.summary()
-        if lock.took_over:
-            flow.report.resumed["took over the lock of a process no longer running"] = \
-                f"PID {lock.took_over}"
-        flow.ledger = Ledger(state, found.fingerprints, snapshot_every, flow.rejects.flush,
-                             flow.mappings.source)
-        yield state
-    finally:
-        state.close()
-        lock.release()

@@ -11,6 +11,8 @@ from __future__ import annotations
 import glob
 import itertools
 import os
+import re
+import stat
 import sys
 import zlib
 from dataclasses import dataclass, field
@@ -18,16 +20,25 @@ from typing import BinaryIO, Callable, Iterator
 
 import orjson
 
+from segmetro.status import InternalError
+
 GZIP_MAGIC = b"\x1f\x8b"
 BOM = b"\xef\xbb\xbf"
 EVENT_SUFFIXES = (".json", ".jsonl", ".ndjson", ".gz")
 ENVELOPE_KEYS = ("context", "integrations", "sentAt")
 STDIN = "-"
 _CHUNK = 1 << 20
+_HEAD = 1024  # bytes of an over-long line kept for the rejects file
+DEFAULT_MAX_LINE_BYTES = 4 << 20  # Segment caps a message at 32 KB; this is generous
+REJECTS_PREFIX = "segmetro-rejects-"
 
 
 class InputError(Exception):
     """An input named on the command line that cannot be used (missing, unreadable)."""
+
+
+class InputVanished(InternalError):
+    """An input that was there when the run started cannot be read any more (exit 70)."""
 
 
 @dataclass(slots=True)
@@ -42,11 +53,14 @@ class SegmentRecord:
     error_code: str | None = None
     raw: str | None = None
     line_seq: int = -1  # seq of the first record on this line, when the line holds several
+    last_on_line: bool = True  # False for a batch line's items but its last
 
     def resume_after(self) -> "Position":
-        """Where a reader restarts to get every record after this one."""
-        return Position(self.line, self.line_seq if self.line_seq >= 0 else self.seq,
-                        self.seq + 1)
+        """Where a reader restarts to get every record after this one: the next line, unless
+        more records of this (batch) line follow."""
+        if self.last_on_line:
+            return Position(self.line + 1, self.seq + 1, self.seq + 1)
+        return Position(self.line, self.line_seq, self.seq + 1)
 
     def resume_at(self) -> "Position":
         """Where a reader restarts to get this record and every one after it."""
@@ -68,6 +82,7 @@ class InputFile:
     path: str  # STDIN for standard input
     size: int | None  # bytes on disk, None when unknown (stdin)
     start: Position | None = None  # resume here (checkpoints); None reads from the top
+    identity: tuple[int, int] | None = None  # (device, inode); None for stdin
 
     @property
     def name(self) -> str:
@@ -77,7 +92,9 @@ class InputFile:
 @dataclass
 class InputSet:
     files: list[InputFile]
-    skipped: list[str] = field(default_factory=list)  # files in directories that are not event data
+    skipped: list[str] = field(default_factory=list)  # in directories/globs, not event data
+    left_out: list[str] = field(default_factory=list)  # "path: why" (own outputs, repeats, links)
+    max_line_bytes: int = DEFAULT_MAX_LINE_BYTES
 
     @property
     def total_bytes(self) -> int | None:
@@ -90,50 +107,150 @@ def _looks_like_events(name: str) -> bool:
     return not os.path.basename(lowered).startswith(".") and lowered.endswith(EVENT_SUFFIXES)
 
 
-def _input_file(path: str) -> InputFile:
-    if not os.access(path, os.R_OK):
-        raise InputError(f"{path}: not readable (permission denied)")
-    return InputFile(path, os.path.getsize(path))
+def is_own_output(name: str) -> bool:
+    """segmetro's default rejects files: never read back by a later run over the directory."""
+    base = os.path.basename(name)
+    return base.startswith(REJECTS_PREFIX) and base.endswith(".jsonl")
 
 
-def _walk(directory: str, found: list[InputFile], skipped: list[str]) -> None:
-    for root, dirs, names in os.walk(directory):
-        dirs.sort()
-        for name in sorted(names):
-            path = os.path.join(root, name)
-            if _looks_like_events(name) and os.path.isfile(path):
-                found.append(_input_file(path))
-            else:
-                skipped.append(path)
+class _Expansion:
+    """Walks directories and globs once: no symlink loops, each file (device, inode) once."""
+
+    def __init__(self) -> None:
+        self.found: list[InputFile] = []
+        self.skipped: list[str] = []
+        self.left_out: list[str] = []
+        self._files: dict[tuple[int, int], str] = {}
+        self._dirs: set[tuple[int, int]] = set()
+
+    def add_file(self, path: str, info: os.stat_result) -> None:
+        identity = (info.st_dev, info.st_ino)
+        first = self._files.get(identity)
+        if first is not None:
+            self.left_out.append(f"{path}: the same file as {first}, read once")
+            return
+        if not os.access(path, os.R_OK):
+            raise InputError(f"{path}: not readable (permission denied)")
+        self._files[identity] = path
+        self.found.append(InputFile(path, info.st_size, None, identity))
+
+    def walk(self, directory: str, info: os.stat_result) -> None:
+        identity = (info.st_dev, info.st_ino)
+        if identity in self._dirs:
+            self.left_out.append(f"{directory}: a directory already read (symlink loop or "
+                                 "repeat), not read again")
+            return
+        self._dirs.add(identity)
+        try:
+            entries = sorted(os.scandir(directory), key=lambda entry: entry.name)
+        except OSError as error:
+            raise InputError(f"{directory}: cannot list it ({error.strerror})") from None
+        for entry in entries:
+            self.entry(entry.path, entry.name, in_walk=True)
+
+    def entry(self, path: str, name: str, in_walk: bool) -> None:
+        try:
+            info = os.stat(path)  # follows a symlink to what it names
+        except FileNotFoundError:
+            if os.path.islink(path):
+                self.left_out.append(f"{path}: a dangling symlink")
+                return
+            raise InputError(f"{path}: no such file or directory") from None
+        except OSError as error:  # ELOOP: a link to itself
+            self.left_out.append(f"{path}: {error.strerror}")
+            return
+        if stat.S_ISDIR(info.st_mode):
+            self.walk(path, info)
+        elif not stat.S_ISREG(info.st_mode):
+            self.skipped.append(path)
+        elif in_walk and is_own_output(name):
+            self.left_out.append(f"{path}: a segmetro rejects file")
+        elif in_walk and not _looks_like_events(name):
+            self.skipped.append(path)
+        else:
+            self.add_file(path, info)
 
 
-def expand_inputs(specs: tuple[str, ...] | list[str]) -> InputSet:
-    """Resolve the command line's INPUT arguments; raise InputError for one that names nothing."""
-    found: list[InputFile] = []
-    skipped: list[str] = []
+_GLOB_PART = re.compile(r"\*\*/|\*\*|\*|\?|\[[^/\]]*\]")
+_NAME = r"(?!\.)[^/]*"  # a name that does not start with a dot (hidden files, as glob does)
+
+
+def _glob_regex(pattern: str) -> re.Pattern:
+    """``**/`` any directories (or none), ``*`` and ``?`` within one name, ``[...]`` a class;
+    as Python's glob, a wildcard does not match a leading dot."""
+    out, position = [], 0
+    for match in _GLOB_PART.finditer(pattern):
+        out.append(re.escape(pattern[position:match.start()]))
+        token = match.group()
+        name_start = match.start() == 0 or pattern[match.start() - 1] == "/"
+        if token == "**/":
+            out.append(f"(?:{_NAME}/)*")
+        elif token == "**":
+            out.append(f"(?:{_NAME}(?:/{_NAME})*)?")
+        elif token == "*":
+            out.append(_NAME if name_start else "[^/]*")
+        elif token == "?":
+            out.append("[^/.]" if name_start else "[^/]")
+        else:
+            body = token[1:-1]
+            out.append("[^" + body[1:] + "]" if body.startswith("!") else "[" + body + "]")
+        position = match.end()
+    out.append(re.escape(pattern[position:]))
+    return re.compile("".join(out), re.DOTALL)
+
+
+def _expand_glob(spec: str, expansion: _Expansion) -> None:
+    """A quoted glob, walked by segmetro itself: Python's glob follows symlink loops in ``**``."""
+    fixed = list(itertools.takewhile(lambda part: not glob.has_magic(part), spec.split("/")))
+    base = "/".join(fixed) or ("/" if spec.startswith("/") else "")
+    pattern = _glob_regex(spec)
+    recursive = "**" in spec
+    depth = spec.count("/")
+    matches: list[str] = []
+    visited: set[tuple[int, int]] = set()
+
+    def visit(directory: str) -> None:
+        try:
+            info = os.stat(directory or ".")
+            entries = sorted(os.scandir(directory or "."), key=lambda entry: entry.name)
+        except OSError:
+            return
+        if (info.st_dev, info.st_ino) in visited:
+            expansion.left_out.append(f"{directory}: a directory already seen (symlink loop), "
+                                      "not followed again")
+            return
+        visited.add((info.st_dev, info.st_ino))
+        prefix = directory if not directory or directory.endswith("/") else directory + "/"
+        for entry in entries:
+            path = prefix + entry.name
+            if pattern.fullmatch(path):
+                matches.append(path)
+            elif (recursive or path.count("/") < depth) and entry.is_dir():
+                visit(path)
+
+    visit(base)
+    if not matches:
+        raise InputError(f"{spec}: the pattern matches no file")
+    for path in sorted(matches):
+        expansion.entry(path, os.path.basename(path), in_walk=True)
+
+
+def expand_inputs(specs: tuple[str, ...] | list[str],
+                  max_line_bytes: int = DEFAULT_MAX_LINE_BYTES) -> InputSet:
+    """Resolve the command line's INPUT arguments; raise InputError for one that names nothing.
+    Directories and globs are walked without following a symlink loop; a file reached twice
+    (named twice, through a link, or in two directories) is read once."""
+    expansion = _Expansion()
     for spec in specs:
         if spec == STDIN:
-            found.append(InputFile(STDIN, None))
-        elif os.path.isdir(spec):
-            _walk(spec, found, skipped)
-        elif os.path.isfile(spec):
-            found.append(_input_file(spec))
+            expansion.found.append(InputFile(STDIN, None))
+        elif os.path.lexists(spec):
+            expansion.entry(spec, os.path.basename(spec), in_walk=False)
         elif glob.has_magic(spec):
-            matches = sorted(glob.glob(spec, recursive=True))
-            if not matches:
-                raise InputError(f"{spec}: the pattern matches no file")
-            for path in matches:
-                if os.path.isdir(path):
-                    _walk(path, found, skipped)
-                elif _looks_like_events(path):
-                    found.append(_input_file(path))
-                else:
-                    skipped.append(path)
-        elif os.path.exists(spec):
-            raise InputError(f"{spec}: not a regular file or directory")
+            _expand_glob(spec, expansion)
         else:
             raise InputError(f"{spec}: no such file or directory")
-    return InputSet(found, skipped)
+    return InputSet(expansion.found, expansion.skipped, expansion.left_out, max_line_bytes)
 
 
 class ByteCounter:
@@ -158,13 +275,14 @@ def _raw_chunks(stream: BinaryIO, counter: ByteCounter) -> Iterator[bytes]:
 
 def _gunzip(chunks: Iterator[bytes]) -> Iterator[bytes]:
     """Decompress gzip chunk by chunk, member after member (concatenated files), so that a
-    truncated stream still gives every byte before the cut."""
+    truncated stream still gives every byte before the cut. Output comes at most ``_CHUNK``
+    at a time, so a gzip bomb is never held whole."""
     inflater = zlib.decompressobj(wbits=31)
     in_member = False
     for chunk in chunks:
         while chunk:
             try:
-                out = inflater.decompress(chunk)
+                out = inflater.decompress(chunk, _CHUNK)
             except zlib.error as error:
                 raise TruncatedGzip(f"corrupt gzip data: {error}") from None
             in_member = True
@@ -175,33 +293,71 @@ def _gunzip(chunks: Iterator[bytes]) -> Iterator[bytes]:
                 inflater = zlib.decompressobj(wbits=31)
                 in_member = False
             else:
-                chunk = b""
+                chunk = inflater.unconsumed_tail
     if in_member:
         raise TruncatedGzip("the gzip stream is truncated (it ends before its end marker)")
 
 
-def _lines(chunks: Iterator[bytes]) -> Iterator[bytes]:
-    """Lines without their line end (a trailing \\r is left to the JSON parser)."""
-    pending = b""
+@dataclass(slots=True)
+class TooLong:
+    """A line over the cap, not kept: its length and first bytes, for the rejects file."""
+
+    length: int
+    head: bytes
+
+
+def _lines(chunks: Iterator[bytes], max_bytes: int) -> Iterator[bytes | TooLong]:
+    """Lines without their line end (a trailing \\r is left to the JSON parser). A line longer
+    than ``max_bytes`` becomes a TooLong, found in linear time without being held whole."""
+    pending: list[bytes] = []  # pieces of the line that has no end yet
+    pending_size = 0
+    head = b""  # the first bytes of an over-long line, once it is known to be one
     for chunk in chunks:
-        pieces = (pending + chunk).split(b"\n") if pending else chunk.split(b"\n")
-        pending = pieces.pop()
-        yield from pieces
-    if pending:
-        yield pending
+        pieces = chunk.split(b"\n")
+        last = pieces.pop()
+        if pieces:
+            first = pieces[0]
+            if pending_size:
+                size = pending_size + len(first)
+                if head or size > max_bytes:
+                    pieces[0] = TooLong(size, head or b"".join(pending)[:_HEAD])
+                else:
+                    pieces[0] = b"".join(pending) + first
+                pending, pending_size, head = [], 0, b""
+            if len(chunk) > max_bytes:  # only then can a whole line in the chunk be too long
+                pieces = [TooLong(len(p), p[:_HEAD]) if p.__class__ is bytes and
+                          len(p) > max_bytes else p for p in pieces]
+            yield from pieces
+        if last:
+            pending_size += len(last)
+            if head:
+                continue
+            if pending_size > max_bytes:
+                head = (b"".join(pending) + last)[:_HEAD]
+                pending = []
+            else:
+                pending.append(last)
+    if pending_size:
+        yield TooLong(pending_size, head) if head else b"".join(pending)
 
 
-def open_lines(source: InputFile, counter: ByteCounter) -> tuple[Iterator[bytes], BinaryIO]:
+def open_lines(source: InputFile, counter: ByteCounter,
+               max_line_bytes: int = DEFAULT_MAX_LINE_BYTES
+               ) -> tuple[Iterator[bytes | TooLong], BinaryIO]:
     """The decompressed lines of one input, and the stream to close afterwards."""
-    stream = sys.stdin.buffer if source.path == STDIN else open(source.path, "rb")
+    try:
+        stream = sys.stdin.buffer if source.path == STDIN else open(source.path, "rb")
+    except OSError as error:
+        raise InputVanished(f"{source.path}: {error.strerror or error} (it was there when the "
+                            "run started)") from None
     chunks = _raw_chunks(stream, counter)
     first = next(chunks, b"")
     if first[:1] == GZIP_MAGIC[:1] and len(first) == 1:  # a one-byte read: get the magic whole
         first += next(chunks, b"")
     rest = itertools.chain((first,), chunks) if first else chunks
     if first[:2] == GZIP_MAGIC:
-        return _lines(_gunzip(rest)), stream
-    return _lines(rest), stream
+        return _lines(_gunzip(rest), max_line_bytes), stream
+    return _lines(rest, max_line_bytes), stream
 
 
 def _parse_error(error: orjson.JSONDecodeError) -> tuple[str, str]:
@@ -213,28 +369,31 @@ def _parse_error(error: orjson.JSONDecodeError) -> tuple[str, str]:
 
 def _envelope_items(envelope: dict, name: str, line: int, seq: int) -> Iterator[SegmentRecord]:
     defaults = {k: envelope[k] for k in ENVELOPE_KEYS if k in envelope}
+    last = len(envelope["batch"]) - 1
     for index, item in enumerate(envelope["batch"]):
         if not isinstance(item, dict):
             yield SegmentRecord(
                 name, line, seq + index, None,
                 f"batch item {index} is not a JSON object", "not-object",
-                orjson.dumps(item).decode(), seq,
+                orjson.dumps(item).decode(), seq, index == last,
             )
             continue
         merged = {**defaults, **item}
         item_context, envelope_context = item.get("context"), defaults.get("context")
         if isinstance(item_context, dict) and isinstance(envelope_context, dict):
             merged["context"] = {**envelope_context, **item_context}
-        yield SegmentRecord(name, line, seq + index, merged, line_seq=seq)
+        yield SegmentRecord(name, line, seq + index, merged, line_seq=seq,
+                            last_on_line=index == last)
 
 
-def read_file(source: InputFile, counter_sink: list | None = None) -> Iterator[SegmentRecord]:
+def read_file(source: InputFile, counter_sink: list | None = None,
+              max_line_bytes: int = DEFAULT_MAX_LINE_BYTES) -> Iterator[SegmentRecord]:
     """Records of one input, in order. ``counter_sink`` receives the file's ByteCounter."""
     name = source.name
     counter = ByteCounter()
     if counter_sink is not None:
         counter_sink.append(counter)
-    lines, stream = open_lines(source, counter)
+    lines, stream = open_lines(source, counter, max_line_bytes)
     loads = orjson.loads
     start = source.start or Position()
     line_no = 0
@@ -254,11 +413,18 @@ def read_file(source: InputFile, counter_sink: list | None = None) -> Iterator[S
                                     "bad-gzip", "")
                 return
             except OSError as error:  # a disk or network file system failing mid-file
-                yield SegmentRecord(name, line_no + 1, seq, None,
-                                    f"reading stopped after line {line_no}: {error}",
-                                    "read-error", "")
-                return
+                raise InputVanished(f"{name}: reading failed after line {line_no}: "
+                                    f"{error.strerror or error}") from None
             line_no += 1
+            if line.__class__ is TooLong:
+                yield SegmentRecord(
+                    name, line_no, seq, None,
+                    f"line is {line.length:,} bytes, over the {max_line_bytes:,}-byte cap "
+                    "(--max-line-bytes; Segment caps a message at 32 KB); its first "
+                    f"{len(line.head):,} bytes are kept", "line-too-long",
+                    line.head.decode("utf-8", "backslashreplace"))
+                seq += 1
+                continue
             if line[:3] == BOM:
                 line = line[3:]
             try:
@@ -296,6 +462,6 @@ def read_file(source: InputFile, counter_sink: list | None = None) -> Iterator[S
 def read_records(inputs: InputSet, counters: list | None = None,
                  on_file_done: Callable[[str], None] | None = None) -> Iterator[SegmentRecord]:
     for source in inputs.files:
-        yield from read_file(source, counters)
+        yield from read_file(source, counters, inputs.max_line_bytes)
         if on_file_done is not None:
             on_file_done(source.name)

@@ -9,19 +9,24 @@
 - Retries on connection errors, timeouts, 408, 429 and 5xx except 501, with jittered exponential
   backoff; ``retry-after-ms`` and ``Retry-After`` are honoured, and a 429 pauses every request.
   A retry resends the same events, so Metronome's transaction-id dedupe absorbs partial ingests.
-- A 400 splits the batch in halves until each event is accepted or stands alone; a lone event's
-  400 is a rejection (stage ``api``). 401/403 stop the run at once. Other 4xx reject the batch.
+- What each answer means is decided in one place, ``POLICY`` (see ``verdict``): 400 and 413
+  split the batch in halves until each event is accepted or stands alone (a lone event's is a
+  rejection, stage ``api``); 401/403 stop the run (token refused); a redirect, 404, 405 or 415
+  means the URL is wrong and stops the run without settling anything; other 4xx and 501 reject
+  the batch's events.
 """
 
 from __future__ import annotations
 
 import asyncio
 import email.utils
+import enum
 import gzip
 import ipaddress
 import math
 import random
 import time
+import unicodedata
 from collections import deque
 from dataclasses import dataclass, field
 from typing import Callable
@@ -33,16 +38,53 @@ import orjson
 from segmetro import __version__
 from segmetro.events import DEFAULT_BASE_URL, MAX_BATCH
 from segmetro.pipeline import Outcome
+from segmetro.redact import register, scrub
 from segmetro.report import UploadStats
+from segmetro.status import ConfigError
 
 INGEST_PATH = "/v1/ingest"
 CONNECTIONS_PER_POOL = 8
 MAX_RETRY_AFTER = 60.0  # like Metronome's SDKs: a longer Retry-After is capped, not obeyed
-RETRYABLE = frozenset({408, 429}) | frozenset(range(500, 600)) - {501}
 
 
-class SettingsError(ValueError):
-    """An upload setting that cannot be used (message names the option)."""
+class Verdict(enum.Enum):
+    ACKNOWLEDGED = "acknowledged"
+    SPLIT = "split the batch; a lone event is rejected"
+    REFUSED = "token refused: abort"
+    MISROUTED = "wrong URL: abort, nothing settled"
+    RETRY = "retry with backoff"
+    REJECTED = "the batch's events are rejected"
+
+
+def verdict(status: int) -> Verdict:
+    """What an answer from /v1/ingest means: the one policy table (a test covers every row)."""
+    if status == 200:
+        return Verdict.ACKNOWLEDGED
+    if status in (400, 413):
+        return Verdict.SPLIT
+    if status in (401, 403):
+        return Verdict.REFUSED
+    if 300 <= status < 400 or status in (404, 405, 415):
+        return Verdict.MISROUTED
+    if status in (408, 429) or (500 <= status < 600 and status != 501):
+        return Verdict.RETRY
+    return Verdict.REJECTED  # other 4xx, 501, and anything stranger
+
+
+class SettingsError(ConfigError):
+    """An upload setting that cannot be used (message names the option; exit 2)."""
+
+
+def check_token(token: str) -> None:
+    """A token is visible ASCII. A pasted no-break space or smart quote would otherwise fail
+    deep in the HTTP layer (and be retried as 'unreachable'); say where it is, never what."""
+    for position, char in enumerate(token, 1):
+        if not 0x21 <= ord(char) <= 0x7E:
+            name = unicodedata.name(char, "a control character")
+            raise SettingsError(
+                f"the API token has {name} (U+{ord(char):04X}) at position {position} of "
+                f"{len(token)}; a token is visible ASCII only: copy it again, without spaces, "
+                "quotes or line breaks")
 
 
 @dataclass
@@ -61,7 +103,10 @@ class UploadSettings:
 
     def __post_init__(self) -> None:
         if not self.token:
-            raise SettingsError("no API token: pass --api-token or set METRONOME_BEARER_TOKEN")
+            raise SettingsError("no API token: set METRONOME_BEARER_TOKEN, or pass "
+                                "--api-token-file (or --api-token)")
+        register(self.token)
+        check_token(self.token)
         if not 1 <= self.batch_size <= MAX_BATCH:
             raise SettingsError(f"--batch-size must be 1 to {MAX_BATCH}")
         self.base_url = self.base_url.rstrip("/")
@@ -180,13 +225,18 @@ def retry_after(response: httpx.Response) -> float | None:
 
 
 def server_message(response: httpx.Response) -> str:
+    """Metronome's message, short, and never carrying the token (a server may echo it)."""
     try:
         body = response.json()
     except ValueError:
         body = None
     if isinstance(body, dict) and isinstance(body.get("message"), str):
-        return body["message"][:500]
-    return (response.text or response.reason_phrase or "")[:500]
+        return scrub(body["message"])[:500]
+    try:
+        text = response.text
+    except Exception:  # noqa: BLE001 - an undecodable body: say nothing of it
+        text = ""
+    return scrub(text or response.reason_phrase or "")[:500]
 
 
 @dataclass(slots=True)
@@ -227,7 +277,7 @@ class SendWindow:
 
 
 class Aborted(Exception):
-    """The run cannot go on: token refused, or Metronome unreachable after retries."""
+    """The run cannot go on: token refused, wrong URL, or Metronome unreachable."""
 
 
 class Uploader:
@@ -248,6 +298,7 @@ class Uploader:
         self.paused_until = 0.0
         self._quiet_until = 0.0
         self.aborted: str | None = None
+        self.failure: BaseException | None = None  # a bug or the unexpected, in a request task
         self._pools: list[httpx.AsyncHTTPTransport] = []
         self._load: list[int] = []
         self._tasks: set[asyncio.Task] = set()
@@ -307,6 +358,11 @@ class Uploader:
             await self._deliver(batch)
         except (Aborted, asyncio.CancelledError):
             pass  # the batch's events stay unconfirmed
+        except Exception as error:  # noqa: BLE001 - never "Task exception was never retrieved"
+            if self.failure is None:
+                self.failure = error
+            self._abort(f"internal error while sending: {type(error).__name__}: "
+                        f"{scrub(str(error))[:300]}")
         finally:
             self.limit.release()
             self.window.leave(number)
@@ -324,19 +380,23 @@ class Uploader:
             if pause > 0:
                 await asyncio.sleep(pause)
             status, response, error = await self._post(body)
-            if status == 200:
+            meaning = Verdict.RETRY if status is None else verdict(status)
+            if meaning is Verdict.ACKNOWLEDGED:
                 self.stats.sent += len(batch.outcomes)
                 self.on_sent(batch.outcomes)
                 return
-            if status == 400:
-                await self._split(batch, response)
+            if meaning is Verdict.SPLIT:
+                await self._split(batch, status, response)
                 return
-            if status in (401, 403):
+            if meaning is Verdict.REFUSED:
                 self._abort(f"Metronome refused the API token (HTTP {status}): check "
-                            "--api-token / METRONOME_BEARER_TOKEN and that it belongs to the "
-                            "intended environment")
+                            "METRONOME_BEARER_TOKEN / --api-token-file and that it belongs to "
+                            "the intended environment")
                 raise Aborted(self.aborted)
-            if status is not None and status not in RETRYABLE:
+            if meaning is Verdict.MISROUTED:
+                self._abort(misrouted_message(self.settings, status, response))
+                raise Aborted(self.aborted)
+            if meaning is Verdict.REJECTED:
                 message = server_message(response)
                 for outcome in batch.outcomes:
                     self.on_rejected(outcome, f"http-{status}",
@@ -365,14 +425,14 @@ class Uploader:
         status = response.status_code
         if status == 200:
             self.limit.success(time.monotonic() - started)
-        elif status in RETRYABLE:
+        elif verdict(status) is Verdict.RETRY:
             self.limit.back_pressure()
         return status, response, None
 
-    async def _split(self, batch: Batch, response: httpx.Response) -> None:
+    async def _split(self, batch: Batch, status: int, response: httpx.Response) -> None:
         if len(batch.outcomes) == 1:
-            self.on_rejected(batch.outcomes[0], "http-400",
-                             f"Metronome rejected the event (HTTP 400): "
+            self.on_rejected(batch.outcomes[0], f"http-{status}",
+                             f"Metronome rejected the event (HTTP {status}): "
                              f"{server_message(response)}")
             return
         self.stats.bisected += 1
@@ -414,6 +474,20 @@ class Uploader:
             self.log(reason)
 
 
+def misrouted_message(settings: UploadSettings, status: int | None,
+                      response: httpx.Response | None) -> str:
+    """A redirect, 404, 405 or 415: the events never reached an ingest endpoint."""
+    where = ""
+    if response is not None and response.headers.get("location"):
+        where = f" (redirected to {scrub(response.headers['location'])[:200]})"
+    hint = "--base-url is the API's root, such as https://api.metronome.com"
+    if settings.base_url.rstrip("/").endswith(("/v1/ingest", "/v1")):
+        hint = f"--base-url ends in {urlsplit(settings.base_url).path}: give only the root " \
+               "(segmetro adds /v1/ingest), such as https://api.metronome.com"
+    return (f"{settings.url} answered HTTP {status}{where}: that is not Metronome's ingest "
+            f"endpoint, and nothing sent there was recorded as sent or rejected; {hint}")
+
+
 async def check_auth(settings: UploadSettings) -> tuple[bool, str]:
     """POST [] to /v1/ingest: 400 means the token was accepted, 401/403 refused."""
     timeout = httpx.Timeout(settings.timeout, connect=settings.connect_timeout)
@@ -423,8 +497,11 @@ async def check_auth(settings: UploadSettings) -> tuple[bool, str]:
                 "Authorization": f"Bearer {settings.token}", "Content-Type": "application/json"})
         except httpx.TransportError as error:
             return False, f"Metronome unreachable at {settings.base_url}: {type(error).__name__}"
-    if response.status_code in (401, 403):
-        return False, f"the token was refused (HTTP {response.status_code})"
-    if response.status_code in (200, 400):
+    status = response.status_code
+    if verdict(status) is Verdict.REFUSED:
+        return False, f"the token was refused (HTTP {status})"
+    if status in (200, 400):
         return True, f"the token was accepted by {settings.base_url}"
-    return False, f"unexpected answer HTTP {response.status_code}: {server_message(response)}"
+    if verdict(status) is Verdict.MISROUTED:
+        return False, misrouted_message(settings, status, response)
+    return False, f"unexpected answer HTTP {status}: {server_message(response)}"

@@ -32,7 +32,7 @@ def test_help_runs(run, command):
 
 
 def test_send_help_lists_exit_codes(run):
-    assert "130 interrupted" in run("send", "--help").output
+    assert "70 internal error" in " ".join(run("send", "--help").output.split())
 
 
 def test_dry_run_of_the_sample_shows_every_part_of_the_summary(run, tmp_path):
@@ -58,7 +58,9 @@ def test_json_summary_keys(run, tmp_path):
             "rejects_path"} <= set(summary)
     assert summary["lines"] == 309 and summary["sent"] == 0
     assert summary["events"] == sum(summary["by_event_type"].values())
-    assert summary["events"] + summary["skipped"] + summary["rejected"] == summary["records"]
+    assert summary["events"] + summary["skipped"] + summary["rejected"] + \
+        summary["duplicates"] == summary["records"]
+    assert summary["duplicates"] == 1  # the sample's replayed event
     assert summary["rejected_by_stage"] == {"map": 19, "validate": 1, "parse": 2}
     assert summary["exit_status"] == 1
     assert os.path.basename(summary["rejects_path"]) in rejects_in(tmp_path)
@@ -176,13 +178,22 @@ def test_validate_mapping_only(run):
     assert "OK, 2 mapping(s): Report generated, Report pages" in result.output
 
 
-def test_validate_with_inputs_reports_repeated_transaction_ids(run, write):
-    path = write("in.jsonl", jsonl(track(1), track(2), track(1)))
-    result = run("validate", path, *NOW, "--json")
-    summary = orjson.loads(result.stdout)
-    assert summary["duplicate_transaction_ids"] == {"msg-1": 2}
-    text = run("validate", path, *NOW).output
-    assert "repeated transaction ids: 1" in text and "2× msg-1" in text
+@pytest.mark.parametrize("command", [["validate"], ["send", "--dry-run"], ["map", "-o", "e.jsonl"]])
+def test_repeated_transaction_ids_counted_or_rejected(run, write, tmp_path, command):
+    path = write("in.jsonl", jsonl(track(1), track(2), track(1),
+                                   track(1, properties={"tokens": 99})))
+    result = run(*command, path, *NOW, "--json", "--rejects", "r.jsonl")
+    summary = orjson.loads(result.stdout if command[0] != "map" else result.stderr)
+    assert summary["events"] == 2 and summary["duplicates"] == 1 and summary["rejected"] == 1
+    [reject] = read_jsonl(tmp_path / "r.jsonl")
+    assert (reject["line"], reject["stage"], reject["code"]) == (
+        4, "validate", "conflicting-transaction-id")
+    assert f"{path}:1" in reject["reason"]
+    if command[0] == "map":
+        assert [e["transaction_id"] for e in read_jsonl(tmp_path / "e.jsonl")] == [
+            "msg-1", "msg-2"]
+    text = run(*command, path, *NOW).output
+    assert "the same event as earlier in the run" in text
 
 
 def test_validate_window_flags(run, write):

@@ -48,7 +48,7 @@ def test_segments_own_metronome_test_cases():
 
 def test_field_forms_path_literal_coalesce_template_default():
     m = mapping("""\
-        transaction_id: {template: "{{messageId}}-tokens-{{properties.none}}"}
+        transaction_id: {template: "{{messageId}}-tokens-{{properties.tokens}}"}
         customer_id: [$.context.groupId, $.userId, $.anonymousId]
         timestamp: {path: $.properties.when, default: "2026-11-20"}
         event_type: tokens
@@ -64,7 +64,7 @@ def test_field_forms_path_literal_coalesce_template_default():
                    properties={"tokens": 5, "items": [{"sku": "A1"}], "nullish": None})
     event = one(m, record).event
     assert event == {
-        "transaction_id": "msg-7-tokens-", "customer_id": "user-7",
+        "transaction_id": "msg-7-tokens-5", "customer_id": "user-7",
         "event_type": "tokens", "timestamp": "2026-11-20T00:00:00.000Z",
         "properties": {"count": 5, "source": "$.not.a.path", "first_item": "A1",
                        "quoted": "u", "nulls": None},

@@ -10,7 +10,7 @@ import orjson
 import pytest
 from conftest import jsonl, read_jsonl, track
 
-from segmetro.upload import retry_after
+from segmetro.upload import Verdict, retry_after, verdict
 
 URL = "http://127.0.0.1:9/v1/ingest"
 TOKEN = "sk-test-SECRET-1234"
@@ -114,7 +114,7 @@ def test_connection_errors_and_timeouts_are_retried(send, httpx_mock):
     assert summary["sent"] == 1 and summary["retries"] == 2
 
 
-@pytest.mark.parametrize("status", [404, 413, 422, 501])
+@pytest.mark.parametrize("status", [409, 422, 501])
 def test_other_client_errors_reject_the_batch_and_the_run_goes_on(send, httpx_mock, status,
                                                                    tmp_path):
     httpx_mock.add_response(url=URL, status_code=status, json={"message": "no such thing"})
@@ -193,3 +193,51 @@ def test_retry_after_forms():
     assert 28 < retry_after(response(**{"retry-after": format_datetime(future, usegmt=True)})) <= 30
     assert retry_after(response(**{"retry-after": "soon"})) is None
     assert retry_after(response()) is None
+
+
+@pytest.mark.parametrize("status, meaning", [
+    (200, Verdict.ACKNOWLEDGED),
+    (400, Verdict.SPLIT), (413, Verdict.SPLIT),
+    (401, Verdict.REFUSED), (403, Verdict.REFUSED),
+    (301, Verdict.MISROUTED), (302, Verdict.MISROUTED), (307, Verdict.MISROUTED),
+    (308, Verdict.MISROUTED), (404, Verdict.MISROUTED), (405, Verdict.MISROUTED),
+    (415, Verdict.MISROUTED),
+    (408, Verdict.RETRY), (429, Verdict.RETRY), (500, Verdict.RETRY), (502, Verdict.RETRY),
+    (503, Verdict.RETRY), (504, Verdict.RETRY), (599, Verdict.RETRY),
+    (409, Verdict.REJECTED), (422, Verdict.REJECTED), (501, Verdict.REJECTED),
+])
+def test_the_one_policy_table(status, meaning):
+    assert verdict(status) is meaning
+
+
+@pytest.mark.parametrize("status", [301, 404, 405, 415])
+def test_a_wrong_url_aborts_with_exit_3_and_settles_nothing(send, httpx_mock, status, tmp_path):
+    headers = {"location": "https://elsewhere.example/v1/ingest"} if status == 301 else {}
+    httpx_mock.add_response(url=URL, status_code=status, headers=headers, is_reusable=True)
+    result = send([track(n) for n in range(204)], "--concurrency", "1")
+    summary = orjson.loads(result.stdout)
+    assert result.exit_code == 3 and summary["exit_status"] == 3
+    assert f"HTTP {status}" in summary["aborted"] and "not Metronome's ingest" in \
+        summary["aborted"]
+    assert summary["rejected"] == 0 and summary["not_attempted"] == 204
+    assert not (tmp_path / "rejects.jsonl").exists()
+
+
+def test_a_base_url_ending_in_the_ingest_path_is_named_as_the_fix(run, write, httpx_mock):
+    path = write("in.jsonl", jsonl(track(1)))
+    httpx_mock.add_response(url="http://127.0.0.1:9/v1/ingest/v1/ingest", status_code=404,
+                            is_reusable=True)
+    result = run("send", path, *NOW, "--api-token", TOKEN, "--base-url",
+                 "http://127.0.0.1:9/v1/ingest", "--json")
+    assert result.exit_code == 3
+    assert "ends in /v1/ingest: give only the root" in orjson.loads(result.stdout)["aborted"]
+
+
+def test_413_splits_like_400(send, httpx_mock, tmp_path):
+    def answer(request):
+        events = orjson.loads(request.read())
+        return httpx.Response(413 if len(events) > 25 else 200)
+
+    httpx_mock.add_callback(answer, url=URL, is_reusable=True)
+    summary = orjson.loads(send([track(n) for n in range(100)]).stdout)
+    assert summary["sent"] == 100 and summary["rejected"] == 0 and summary["bisected"] == 3

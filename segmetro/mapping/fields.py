@@ -23,10 +23,12 @@ class FieldValue:
 
     get: Getter
     tried: str
+    constant: bool = False  # the same value for every record (a literal)
+    missing: Callable[[Any], str] | None = None  # why a strict template gave no value
 
 
 def literal(value: Any) -> FieldValue:
-    return FieldValue(lambda record: value, f"the literal {value!r}")
+    return FieldValue(lambda record: value, f"the literal {value!r}", constant=True)
 
 
 def path(expression: str) -> FieldValue:
@@ -53,7 +55,8 @@ def coalesce(options: list[FieldValue]) -> FieldValue:
                 return value
         return MISSING
 
-    return FieldValue(first_present, ", ".join(option.tried for option in options))
+    return FieldValue(first_present, ", ".join(option.tried for option in options),
+                      constant=all(option.constant for option in options))
 
 
 _PLACEHOLDER = re.compile(r"\{\{\s*([^{}]*?)\s*\}\}")
@@ -74,18 +77,59 @@ def render_scalar(value: Any) -> str:
     return orjson.dumps(value).decode()
 
 
-def template(text: str) -> FieldValue:
-    """Segment's ``{{path}}`` interpolation; a missing or null value renders as ""."""
+def template_problem(text: str) -> str | None:
+    """Why a template cannot be what its author meant: braces left over once every
+    ``{{name}}`` is taken out (``{{messageId}-x`` renders the braces as text)."""
+    rest = _PLACEHOLDER.sub("", text)
+    if "{{" in rest or "}}" in rest:
+        return (f"the template {text!r} has unbalanced braces: each variable is written "
+                "{{name}}, with two braces on each side")
+    return None
+
+
+def template_variables(text: str) -> list[str]:
+    return [match.group(1) for match in _PLACEHOLDER.finditer(text)]
+
+
+def template(text: str, strict: bool = False) -> FieldValue:
+    """Segment's ``{{path}}`` interpolation; a missing or null value renders as "".
+
+    ``strict`` (transaction_id): a variable that is missing, null or "" makes the whole value
+    missing, since ``-song`` for every record without a messageId would collapse them."""
     parts: list[str | Getter] = []
+    names: list[tuple[str, Getter]] = []
     position = 0
     for match in _PLACEHOLDER.finditer(text):
         parts.append(text[position:match.start()])
         dotted = match.group(1)
         dotted = dotted[2:] if dotted.startswith("$.") else dotted
-        parts.append(dotted_getter(dotted))
+        getter = dotted_getter(dotted)
+        parts.append(getter)
+        names.append((dotted, getter))
         position = match.end()
     parts.append(text[position:])
     pieces = tuple(p for p in parts if p != "")
+    constant = not names
+
+    if strict:
+        def render_strict(record: Any) -> Any:
+            out = []
+            for piece in pieces:
+                if piece.__class__ is str:
+                    out.append(piece)
+                else:
+                    value = piece(record)
+                    if value is MISSING or value is None or value == "":
+                        return MISSING
+                    out.append(render_scalar(value))
+            return "".join(out)
+
+        def missing(record: Any) -> str:
+            absent = [name for name, get in names if get(record) in (MISSING, None, "")]
+            return (f"the template {text!r} has no value for {', '.join(absent)} in this "
+                    "record")
+
+        return FieldValue(render_strict, f"the template {text!r}", constant, missing)
 
     def render(record: Any) -> str:
         out = []
@@ -98,7 +142,7 @@ def template(text: str) -> FieldValue:
                     out.append(render_scalar(value))
         return "".join(out)
 
-    return FieldValue(render, f"the template {text!r}")
+    return FieldValue(render, f"the template {text!r}", constant)
 
 
 PROPERTY_OPTIONS = ("from", "set", "pick", "omit", "flatten", "stringify")

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from importlib import resources
 from typing import Any
 
+import orjson
 import yaml
 
 from segmetro.events import REQUIRED_FIELDS
@@ -25,6 +26,10 @@ TOP_KEYS = ("mappings",)
 MAPPING_KEYS = ("name", "trigger", "fields", "enabled", "description")
 FIELD_KEYS = REQUIRED_FIELDS + ("properties",)
 DIRECTIVES = ("literal", "template", "path", "default")
+# Top-level fields of a Segment event: a bare word naming one is a path the author meant.
+SEGMENT_FIELDS = ("messageId", "anonymousId", "userId", "event", "type", "timestamp",
+                  "receivedAt", "sentAt", "originalTimestamp", "name", "groupId", "previousId",
+                  "properties", "traits", "context")
 
 
 @dataclass(frozen=True)
@@ -158,8 +163,10 @@ class _Checker:
         if compiled is None or name is None:
             return None
         field_values, properties = compiled
+        txid_node = _child(entries["fields"][1], "transaction_id")
         return Mapping(name, field_values, properties, trigger, trigger_text,
-                       node.start_mark.line + 1, enabled)
+                       node.start_mark.line + 1, enabled,
+                       orjson.dumps(_value(txid_node)).decode())
 
     def check_trigger(self, node: yaml.ScalarNode, text: str):
         try:
@@ -186,7 +193,10 @@ class _Checker:
                 self.problem(key_node, f"'fields' has no {required!r}: Metronome requires it")
                 ok = False
                 continue
-            value = self.field_value(entries[required][1], required)
+            value = self.field_value(entries[required][1], required,
+                                     strict=required == "transaction_id")
+            if value is not None and required == "transaction_id":
+                value = self.check_transaction_id(entries[required][1], value)
             ok = ok and value is not None
             if value is not None:
                 compiled[required] = value
@@ -197,7 +207,41 @@ class _Checker:
             properties = spec.compile() if spec is not None else None
         return (compiled, properties) if ok else None
 
-    def field_value(self, node: yaml.Node, where: str) -> fv.FieldValue | None:
+    def check_transaction_id(self, node: yaml.Node,
+                             value: fv.FieldValue) -> fv.FieldValue | None:
+        """A transaction_id must vary between records: Metronome keeps one event per id."""
+        fix = "; write a path such as $.messageId, or a template such as " \
+              "{template: \"{{messageId}}-tokens\"}"
+        if value.constant:
+            literal = _value(node)
+            if isinstance(literal, str) and literal in SEGMENT_FIELDS:
+                self.problem(node, f"transaction_id: {literal!r} is the literal text "
+                             f"{literal!r}, the same for every event (Metronome would keep "
+                             f"only the first); did you mean $.{literal}?")
+            else:
+                self.problem(node, "transaction_id is the same for every record (Metronome "
+                             "would keep only the first event)" + fix)
+            return None
+        for item in _walk_values(node):
+            if isinstance(item, yaml.ScalarNode) and not str(_value(item)).startswith("$"):
+                self.problem(item, "transaction_id: a literal among the choices gives every "
+                             "record that reaches it the same id" + fix)
+                return None
+            if isinstance(item, yaml.MappingNode) and _child(item, "default") is not None:
+                self.problem(item, "transaction_id: a default gives every record without the "
+                             "path the same id; leave the default out (such records are "
+                             "rejected, stage map)")
+                return None
+            template_node = _child(item, "template")
+            if isinstance(template_node, yaml.ScalarNode) and \
+                    not fv.template_variables(str(_value(template_node))):
+                self.problem(template_node, "transaction_id: the template has no {{variable}}, "
+                             "so every record gets the same id" + fix)
+                return None
+        return value
+
+    def field_value(self, node: yaml.Node, where: str,
+                    strict: bool = False) -> fv.FieldValue | None:
         if isinstance(node, yaml.ScalarNode):
             value = _value(node)
             if isinstance(value, str) and value.startswith("$"):
@@ -212,7 +256,7 @@ class _Checker:
             if not node.value:
                 self.problem(node, f"{where}: an empty list has nothing to coalesce")
                 return None
-            options = [self.field_value(item, where) for item in node.value]
+            options = [self.field_value(item, where, strict) for item in node.value]
             return None if any(o is None for o in options) else fv.coalesce(options)
         entries = {k.value: (k, v) for k, v in node.value if isinstance(k, yaml.ScalarNode)}
         keys = set(entries)
@@ -223,9 +267,13 @@ class _Checker:
             if not isinstance(text, str):
                 self.problem(entries["template"][1], f"{where}: a template must be a string")
                 return None
-            return fv.template(text)
+            problem = fv.template_problem(text)
+            if problem is not None:
+                self.problem(entries["template"][1], f"{where}: {problem}")
+                return None
+            return fv.template(text, strict)
         if "path" in keys and keys <= {"path", "default"}:
-            inner = self.field_value(entries["path"][1], where)
+            inner = self.field_value(entries["path"][1], where, strict)
             if inner is None:
                 return None
             if "default" in keys:
@@ -245,8 +293,16 @@ class _Checker:
         if keys & set(DIRECTIVES) and keys <= set(DIRECTIVES):
             value = self.field_value(node, "properties")
             return None if value is None else fv.PropertiesSpec(source=value)
-        if keys & {"from", "set"} and keys <= set(fv.PROPERTY_OPTIONS):
+        if keys & {"from", "set"}:
             return self.property_options(node)
+        options = sorted(keys & set(fv.PROPERTY_OPTIONS))
+        if options:
+            key_node = next(k for k, _ in node.value if getattr(k, "value", None) == options[0])
+            self.problem(key_node, f"properties: {options[0]!r} is an option of the "
+                         "{from: ..., set: ...} form and needs 'from' or 'set' beside it; to "
+                         f"build a property named {options[0]!r}, write set: "
+                         f"{{{options[0]}: ...}}")
+            return None
         entries = self.builder(node, "properties")
         return None if entries is None else fv.PropertiesSpec(entries=entries)
 
@@ -282,8 +338,9 @@ class _Checker:
             if option in entries:
                 names = _value(entries[option][1])
                 if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
+                    example = f"[{names}]" if isinstance(names, str) else "[tokens, model]"
                     self.problem(entries[option][1], f"properties.{option} must be a list of "
-                                 "property names")
+                                 f"property names, e.g. {option}: {example}")
                     ok = False
                 else:
                     setattr(spec, option, frozenset(names))
@@ -323,6 +380,14 @@ class _Checker:
                     "distinct, e.g. {template: \"{{messageId}}-<suffix>\"}")
             else:
                 seen[spelling] = line
+
+
+def _walk_values(node: yaml.Node):
+    """A field value node and, for a coalesce list or {path, default}, the nodes inside it."""
+    yield node
+    if isinstance(node, yaml.SequenceNode):
+        for item in node.value:
+            yield from _walk_values(item)
 
 
 def parse_mapping(text: str, source: str) -> MappingSet:

@@ -34,6 +34,7 @@ class Mapping:
     trigger_text: str | None = None
     line: int = 0  # where the mapping starts in its file, for messages
     enabled: bool = True
+    transaction_id_spelling: str = ""  # as written in the file: the state's transaction_id rule
 
     def __post_init__(self) -> None:
         self.apply = self._compile()
@@ -48,7 +49,10 @@ class Mapping:
         def fail(code: str, reason: str) -> MappedEvent:
             return MappedEvent(name, None, None, code, reason)
 
-        def string_field(field_name: str, spec: FieldValue, value: Any) -> MappedEvent:
+        def string_field(field_name: str, spec: FieldValue, value: Any,
+                         record: dict) -> MappedEvent:
+            if value is MISSING and spec.missing is not None:
+                return fail("missing-field", f"{field_name}: {spec.missing(record)}")
             if value is MISSING or value is None:
                 got = "no value" if value is MISSING else "null"
                 return fail(f"missing-{field_name.replace('_', '-')}",
@@ -58,14 +62,14 @@ class Mapping:
 
         def apply(record: dict) -> MappedEvent:
             event = {}
-            for name, spec in strings:
+            for field_name, spec in strings:
                 value = spec.get(record)
                 if value.__class__ is not str:
                     text = as_string(value) if value is not MISSING else None
                     if text is None:
-                        return string_field(name, spec, value)
+                        return string_field(field_name, spec, value, record)
                     value = text
-                event[name] = value
+                event[field_name] = value
             raw_time = get_time(record)
             if raw_time is MISSING or raw_time is None:
                 return fail("missing-timestamp", "timestamp is missing: "
@@ -94,6 +98,12 @@ class MappingSet:
     source: str  # file name, or "<default>"
     warnings: list[str] = field(default_factory=list)
     text: str = ""  # the YAML it was read from (a reader process compiles its own copy)
+
+    @property
+    def transaction_id_rule(self) -> str:
+        """How this file makes transaction ids, as written (order of mappings aside)."""
+        spellings = sorted({m.transaction_id_spelling for m in self.mappings})
+        return spellings[0] if len(spellings) == 1 else "[" + ", ".join(spellings) + "]"
 
     @property
     def digest(self) -> str:
