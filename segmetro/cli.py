@@ -94,10 +94,8 @@ def load_or_exit(terminal: Terminal, mapping_path: str | None) -> MappingSet:
     try:
         return load_mapping(mapping_path)
     except MappingError as error:
-        for line in str(error).splitlines():
-            terminal.error(line)
         raise ConfigError(f"{len(error.problems)} problem(s) in the mapping file "
-                          f"{error.source}: {str(error).splitlines()[0]}") from None
+                          f"{error.source}:\n{error}") from None
 
 
 def expand_or_exit(inputs: tuple[str, ...], max_line_bytes: int = DEFAULT_MAX_LINE_BYTES

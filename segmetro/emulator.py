@@ -21,7 +21,6 @@ import gzip
 import os
 import random
 import signal
-import threading
 import time
 import zlib
 from collections import Counter
@@ -317,43 +316,3 @@ def serve_until_signalled(state: EmulatorState, host: str, port: int, on_ready) 
         await run_until_stopped(state, host, port, on_ready, stop)
 
     asyncio.run(main())
-
-
-class BackgroundEmulator:
-    """The emulator on a thread of its own with its own event loop (tests, benchmarks)."""
-
-    def __init__(self, state: EmulatorState, host: str = "127.0.0.1", port: int = 0):
-        self.state = state
-        self.host = host
-        self.port = port
-        self._ready = threading.Event()
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._stop: asyncio.Event | None = None
-        self._thread = threading.Thread(target=self._main, name="emulator", daemon=True)
-
-    @property
-    def base_url(self) -> str:
-        return f"http://{self.host}:{self.port}"
-
-    def _main(self) -> None:
-        async def main() -> None:
-            self._loop = asyncio.get_running_loop()
-            self._stop = asyncio.Event()
-
-            def ready(port: int) -> None:
-                self.port = port
-                self._ready.set()
-
-            await run_until_stopped(self.state, self.host, self.port, ready, self._stop)
-
-        asyncio.run(main())
-
-    def __enter__(self) -> "BackgroundEmulator":
-        self._thread.start()
-        if not self._ready.wait(10):
-            raise RuntimeError("the emulator did not start")
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self._loop.call_soon_threadsafe(self._stop.set)
-        self._thread.join(10)

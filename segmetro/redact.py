@@ -9,29 +9,27 @@ from __future__ import annotations
 import orjson
 
 MASK = "[token]"
-_secrets: list[str] = []
+_forms: list[str] = []  # each secret as it is, and as it appears inside JSON text
 
 
 def register(secret: str) -> None:
-    if secret and len(secret) >= 4 and secret not in _secrets:
-        _secrets.append(secret)
+    if not secret or len(secret) < 4:
+        return
+    for form in (secret, orjson.dumps(secret).decode()[1:-1]):
+        if form not in _forms:
+            _forms.append(form)
 
 
 def scrub(text: str) -> str:
-    for secret in _secrets:
-        if secret in text:
-            text = text.replace(secret, MASK)
-        escaped = orjson.dumps(secret).decode()[1:-1]  # as it appears inside JSON text
-        if escaped != secret and escaped in text:
-            text = text.replace(escaped, MASK)
+    for form in _forms:
+        if form in text:
+            text = text.replace(form, MASK)
     return text
 
 
 def scrub_bytes(data: bytes) -> bytes:
-    if not _secrets:
-        return data
-    for secret in _secrets:
-        for form in {secret.encode(), orjson.dumps(secret)[1:-1]}:
-            if form in data:
-                data = data.replace(form, MASK.encode())
+    for form in _forms:
+        encoded = form.encode()
+        if encoded in data:
+            data = data.replace(encoded, MASK.encode())
     return data

@@ -66,3 +66,12 @@ def read_jsonl(path) -> list:
 
 def rejects_in(directory) -> list[str]:
     return sorted(p for p in os.listdir(directory) if p.startswith("segmetro-rejects-"))
+
+
+@pytest.fixture(autouse=True)
+def fresh_secrets(monkeypatch):
+    """Tokens registered for scrubbing belong to one process run: one test's must not mask
+    another's text."""
+    from segmetro import redact
+
+    monkeypatch.setattr(redact, "_forms", [])

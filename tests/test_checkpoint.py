@@ -14,7 +14,9 @@ import pytest
 from conftest import ROOT, jsonl, read_jsonl, track
 
 from segmetro.checkpoint import RunLock
-from segmetro.emulator import BackgroundEmulator, EmulatorState, Faults
+from harness import BackgroundEmulator
+
+from segmetro.emulator import EmulatorState, Faults
 from segmetro.timestamps import parse_rfc3339
 
 NOW = "2026-11-25T00:00:00Z"

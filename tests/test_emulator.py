@@ -6,7 +6,9 @@ import httpx
 import orjson
 import pytest
 
-from segmetro.emulator import BackgroundEmulator, EmulatorState, Faults
+from harness import BackgroundEmulator
+
+from segmetro.emulator import EmulatorState, Faults
 from segmetro.timestamps import parse_rfc3339
 
 NOW_MS = parse_rfc3339("2026-11-25T00:00:00Z")

@@ -1,0 +1,314 @@
+"""Every exit status, summary line and checkpoint is true (the reproductions of issue 10)."""
+
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import httpx
+import orjson
+import pytest
+from conftest import ROOT, jsonl, read_jsonl, track
+from test_checkpoint import (BATCH, CONCURRENCY, TOKEN, children_of, command, emulator,  # noqa: F401
+                             export, run_to_end, stored)
+
+from segmetro.checkpoint import FileProgress, Ledger, State
+from segmetro.pipeline import EVENT, SKIPPED, Outcome
+from segmetro.sources import SegmentRecord
+
+NOW = ["--now", "2026-11-25T00:00:00Z"]
+URL = "http://127.0.0.1:9/v1/ingest"
+
+
+# --- exit 70: the unexpected ends the run with what was confirmed ------------------------------
+
+def test_kill_9_of_the_reader_process_exits_70_with_json_and_a_checkpoint(emulator, tmp_path):
+    records = export(30_000)
+    path = tmp_path / "export.jsonl"
+    path.write_bytes(jsonl(*records))
+    state_dir = tmp_path / "state"
+    process = subprocess.Popen(command(emulator, path, state_dir, "--rate-limit", "4000"),
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=ROOT)
+    deadline = time.monotonic() + 20
+    while emulator.state.accepted < 1000 and time.monotonic() < deadline:
+        time.sleep(0.02)
+    [reader] = children_of(process.pid)
+    os.kill(reader, signal.SIGKILL)
+    out, err = process.communicate(timeout=60)
+    assert process.returncode == 70, err
+    summary = orjson.loads(out)  # exactly one JSON object
+    assert summary["exit_status"] == 70 and "reader process" in summary["error"]
+    assert "SIGKILL" in summary["error"] and "Traceback" not in err.decode()
+    assert 0 < summary["sent"] < 30_000
+    assert (state_dir / "state.json").exists()
+    code, summary, _ = run_to_end(emulator, path, state_dir, "--rate-limit", "0")
+    assert code == 0 and "files resumed" in summary["checkpoint"]
+    ids = stored(tmp_path)
+    assert len(ids) == len(set(ids)) == 30_000
+
+
+def test_an_input_that_vanishes_mid_run_exits_70(run, write, monkeypatch):
+    first = write("a.jsonl", jsonl(track(1), track(2)))
+    second = write("b.jsonl", jsonl(track(3)))
+    import segmetro.sources as sources
+
+    real = sources.read_file
+
+    def read_then_remove(source, *args):
+        yield from real(source, *args)
+        if source.path == first:
+            os.remove(second)
+
+    monkeypatch.setattr(sources, "read_file", read_then_remove)
+    result = run("send", first, second, "--dry-run", *NOW, "--json")
+    assert result.exit_code == 70
+    summary = orjson.loads(result.stdout)
+    assert summary["exit_status"] == 70 and summary["events"] == 2
+    assert f"{second}: No such file or directory (it was there when the run started)" == \
+        summary["error"]
+    assert "Traceback" not in result.stderr
+
+
+@pytest.mark.skipif(not os.path.exists("/dev/full"), reason="no /dev/full here")
+def test_map_to_a_full_disk_exits_70(run, write):
+    path = write("in.jsonl", jsonl(*[track(n) for n in range(3000)]))
+    result = run("map", path, *NOW, "-o", "/dev/full")
+    assert result.exit_code == 70
+    assert "writing -o /dev/full: No space left on device" in result.stderr
+
+
+def test_a_bug_in_a_request_task_is_exit_70_never_an_unretrieved_task(run, write, monkeypatch,
+                                                                      capfd):
+    path = write("in.jsonl", jsonl(*[track(n) for n in range(250)]))
+
+    async def broken(*args, **kwargs):
+        raise ZeroDivisionError("a bug")
+
+    monkeypatch.setattr("segmetro.upload.Uploader._post", broken)
+    result = run("send", path, *NOW, "--api-token", TOKEN, "--base-url", "http://127.0.0.1:9",
+                 "--json")
+    assert result.exit_code == 70
+    summary = orjson.loads(result.stdout)
+    assert "ZeroDivisionError: a bug" in summary["error"] and summary["sent"] == 0
+    assert "never retrieved" not in capfd.readouterr().err
+
+
+# --- --json: one object on every exit path -----------------------------------------------------
+
+@pytest.mark.parametrize("args, status, words", [
+    (["send", "x.jsonl", "--dry-run", "--bogus"], 2, "No such option"),
+    (["send", "x.jsonl", "--dry-run", "-m", "bad.yaml"], 2, "problem(s) in the mapping file"),
+    (["send", "missing.jsonl", "--dry-run"], 2, "no such file"),
+    (["validate", "-m", "bad.yaml"], 2, "bad.yaml:1:1"),
+    (["send", "x.jsonl", "--api-token", "tok\u00a0en", "--base-url", "http://127.0.0.1:9"], 2,
+     "NO-BREAK SPACE"),
+])
+def test_json_on_every_error_path(run, write, args, status, words):
+    write("x.jsonl", jsonl(track(1)))
+    write("bad.yaml", "nothing: here\n")
+    result = run(*args, "--json")
+    assert result.exit_code == status
+    summary = orjson.loads(result.stdout)
+    assert summary["exit_status"] == status and words in summary["error"]
+    assert result.stderr.startswith(("error:", "Usage:"))
+
+
+def test_json_when_the_lock_is_held_and_when_the_token_is_refused(run, write, tmp_path,
+                                                                  httpx_mock):
+    from segmetro.checkpoint import RunLock
+
+    path = write("x.jsonl", jsonl(track(1)))
+    (tmp_path / "state").mkdir(mode=0o700)
+    holder = RunLock(str(tmp_path / "state"))
+    holder.acquire()
+    try:
+        result = run("send", path, *NOW, "--api-token", TOKEN, "--base-url",
+                     "http://127.0.0.1:9", "--state", tmp_path / "state", "--json")
+    finally:
+        holder.release()
+    assert result.exit_code == 4 and orjson.loads(result.stdout)["exit_status"] == 4
+    httpx_mock.add_response(url=URL, status_code=401)
+    result = run("send", path, *NOW, "--api-token", TOKEN, "--base-url", "http://127.0.0.1:9",
+                 "--json")
+    summary = orjson.loads(result.stdout)
+    assert result.exit_code == 3 and summary["exit_status"] == 3 and summary["aborted"]
+
+
+# --- the token -----------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("token, name, position", [
+    ("tok\u00a0", "NO-BREAK SPACE", 4), ("\u201ctok", "LEFT DOUBLE QUOTATION MARK", 1),
+    ("tok\nen", "a control character", 4), ("to ken", "SPACE", 3),
+])
+@pytest.mark.parametrize("command_name", ["send", "check-auth"])
+def test_a_token_that_cannot_be_one_is_exit_2_before_any_request(run, write, httpx_mock, token,
+                                                                 name, position, command_name):
+    path = write("x.jsonl", jsonl(*[track(n) for n in range(2000)]))
+    args = [path, *NOW] if command_name == "send" else []
+    result = run(command_name, *args, "--api-token", token, "--base-url", "http://127.0.0.1:9")
+    assert result.exit_code == 2
+    assert f"{name} (U+{ord(token[position - 1]):04X}) at position {position}" in result.stderr
+    assert token not in result.output and "Traceback" not in result.output
+    assert httpx_mock.get_requests() == []
+
+
+def test_token_from_a_file(run, write, httpx_mock, tmp_path):
+    path = write("x.jsonl", jsonl(track(1)))
+    write("token.txt", f"  {TOKEN}  \nsecond line ignored\n")
+    httpx_mock.add_response(url=URL, status_code=200)
+    result = run("send", path, *NOW, "--api-token-file", "token.txt", "--base-url",
+                 "http://127.0.0.1:9", "--json")
+    assert result.exit_code == 0
+    assert httpx_mock.get_requests()[0].headers["authorization"] == f"Bearer {TOKEN}"
+    result = run("send", path, *NOW, "--api-token-file", "nope.txt", "--base-url",
+                 "http://127.0.0.1:9")
+    assert result.exit_code == 2 and "--api-token-file nope.txt" in result.stderr
+
+
+def test_a_server_echoing_the_token_never_puts_it_in_rejects_or_summary(run, write, httpx_mock,
+                                                                        tmp_path):
+    path = write("x.jsonl", jsonl(track(1)))
+    httpx_mock.add_response(url=URL, status_code=422,
+                            json={"message": f"bad request from Bearer {TOKEN}"})
+    result = run("send", path, *NOW, "--api-token", TOKEN, "--base-url", "http://127.0.0.1:9",
+                 "--rejects", "r.jsonl")
+    assert result.exit_code == 1
+    assert TOKEN not in result.output and TOKEN not in result.stderr
+    assert TOKEN.encode() not in (tmp_path / "r.jsonl").read_bytes()
+    assert "Bearer [token]" in read_jsonl(tmp_path / "r.jsonl")[0]["reason"]
+
+
+# --- what was settled ----------------------------------------------------------------------------
+
+def sparse(count):
+    """Mostly skipped and rejected records with an event now and then."""
+    records = []
+    for n in range(count):
+        if n % 500 == 0:
+            records.append(track(n))
+        elif n % 3 == 0:
+            records.append(track(n, context={}))  # rejected: no customer
+        else:
+            records.append({"type": "identify", "userId": f"u{n}", "messageId": f"i{n}"})
+    return records
+
+
+def test_sigterm_and_rerun_of_a_sparse_file_writes_each_reject_once(emulator, tmp_path):
+    records = sparse(60_000)
+    path = tmp_path / "export.jsonl"
+    path.write_bytes(jsonl(*records))
+    state_dir = tmp_path / "state"
+    for delay in (0.8, 0.5):
+        process = subprocess.Popen(command(emulator, path, state_dir, "--rate-limit", "20"),
+                                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                                   cwd=ROOT)
+        time.sleep(delay)
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(timeout=60) in (143, 0, 1)
+    code, summary, _ = run_to_end(emulator, path, state_dir, "--rate-limit", "0")
+    assert code in (0, 1) and summary["exit_status"] == code
+    rejected = sorted(n for n, r in enumerate(records) if r.get("context") == {})
+    seqs = [r["seq"] for r in read_jsonl(state_dir / "rejects.jsonl")]
+    assert sorted(seqs) == rejected  # each rejected record exactly once
+    ids = stored(tmp_path)
+    assert len(ids) == len(set(ids)) == 120
+
+
+def test_a_resume_never_reads_a_settled_line_again():
+    record = SegmentRecord("f", 7, 6, {})
+    assert record.resume_after().line == 8
+    item = SegmentRecord("f", 7, 6, {}, line_seq=5, last_on_line=False)
+    assert (item.resume_after().line, item.resume_after().seq) == (7, 7)
+
+
+def test_the_ledger_remembers_events_in_flight_not_records_read(tmp_path):
+    state = State(str(tmp_path), "h", "d")
+    state.files["fp"] = FileProgress("f")
+    ledger = Ledger(state, {"f": "fp"}, 5.0, lambda: None, "m")
+    event = Outcome(EVENT, SegmentRecord("f", 1, 0, {}), {})
+    ledger.add(event)
+    for n in range(1, 600_001):
+        ledger.add(Outcome(SKIPPED, SegmentRecord("f", n + 1, n, {}), code="identify"))
+    assert len(ledger._entries) == 1 and len(ledger._pending["f"]) == 1
+    ledger.settle(event)
+    assert state.files["fp"].position.line == 600_002 and not ledger._entries
+
+
+def test_another_transaction_id_rule_is_refused_even_with_restart(emulator, tmp_path):
+    path = tmp_path / "day.jsonl"
+    path.write_bytes(jsonl(*export(204)))
+    state_dir = tmp_path / "state"
+    assert run_to_end(emulator, path, state_dir)[0] == 0
+    changed = tmp_path / "v2.yaml"
+    changed.write_text((ROOT / "mappings" / "default.yaml").read_text().replace(
+        "transaction_id: $.messageId", 'transaction_id: {template: "{{messageId}}-v2"}'))
+    for extra in ([], ["--restart"]):
+        code, summary, err = run_to_end(emulator, path, state_dir, "-m", str(changed), *extra)
+        assert code == 2 and "Metronome would bill each of them twice" in err
+        assert summary["exit_status"] == 2
+    assert emulator.state.accepted == 204
+    code, _, _ = run_to_end(emulator, path, state_dir, "-m", str(changed), "--restart",
+                            "--allow-new-transaction-ids")
+    assert code == 0 and emulator.state.accepted == 408  # what the flag's help warns of
+
+
+# --- transaction ids that collapse ---------------------------------------------------------------
+
+MAPPING = """\
+mappings:
+  - name: tokens
+    fields:
+      transaction_id: {txid}
+      customer_id: $.context.groupId
+      timestamp: $.timestamp
+      event_type: tokens
+"""
+
+
+@pytest.mark.parametrize("txid, words", [
+    ("messageId", "did you mean $.messageId?"),
+    ("abc", "the same for every record"),
+    ("{literal: $.messageId}", "the same for every record"),
+    ('{template: "tokens"}', "the same for every record"),
+    ('{template: "{{messageId}-x"}', "unbalanced braces"),
+    ("[$.messageId, fallback]", "a literal among the choices"),
+    ("{path: $.messageId, default: x}", "a default gives every record"),
+])
+def test_a_transaction_id_that_cannot_vary_is_a_mapping_error(run, write, txid, words):
+    write("m.yaml", MAPPING.format(txid=txid))
+    result = run("validate", "-m", "m.yaml")
+    assert result.exit_code == 2
+    assert "m.yaml:4:" in result.stderr and words in result.stderr
+
+
+def test_a_template_variable_missing_rejects_the_record(run, write, tmp_path):
+    write("m.yaml", MAPPING.format(txid='{template: "{{messageId}}-{{properties.song}}"}'))
+    path = write("in.jsonl", jsonl(track(1, properties={"song": "a"}), track(2)))
+    result = run("send", path, "--dry-run", *NOW, "-m", "m.yaml", "--json", "--rejects", "r.jsonl")
+    summary = orjson.loads(result.stdout)
+    assert summary["events"] == 1 and summary["rejected"] == 1
+    [reject] = read_jsonl(tmp_path / "r.jsonl")
+    assert (reject["stage"], reject["code"], reject["mapping"]) == ("map", "missing-field",
+                                                                   "tokens")
+    assert "no value for properties.song" in reject["reason"]
+
+
+@pytest.mark.parametrize("properties, words", [
+    ("{from: $.properties, flaten: true}", "did you mean 'flatten'?"),
+    ("{from: $.properties, pick: tokens}", "pick: [tokens]"),
+    ("{pick: [tokens]}", "needs 'from' or 'set' beside it"),
+])
+def test_properties_options_are_checked(run, write, properties, words):
+    write("m.yaml", MAPPING.format(txid="$.messageId") + f"      properties: {properties}\n")
+    result = run("validate", "-m", "m.yaml")
+    assert result.exit_code == 2 and words in result.stderr
+
+
+def test_rejects_name_the_mapping_at_every_stage(run, write, tmp_path):
+    path = write("in.jsonl", jsonl(track(1, timestamp="2020-01-01T00:00:00Z"), track(2)))
+    httpx_mock_free = run("send", path, "--dry-run", *NOW, "--rejects", "r.jsonl")
+    assert httpx_mock_free.exit_code == 1
+    [reject] = read_jsonl(tmp_path / "r.jsonl")
+    assert reject["stage"] == "validate"
+    assert reject["mapping"] == "Send track events to Metronome"
