@@ -13,6 +13,8 @@ Parts:
   rss       peak RSS of `segmetro send --dry-run` at 100k and 1M events
   mappings  50 mappings with triggers vs the default single mapping
   emulator  requests/s the emulator answers for 100-event batches (raw-socket load generator)
+  dedupe    bytes per distinct transaction id of the run-wide repeat check at 5 million ids, and
+            its cost per event, against a Python set of the same ids
 
 Output: a table on stdout and benchmarks/out/results.json. The synthetic export is seeded:
 track/identify/page mix, ~840-byte events like analytics.js output with a full context.
@@ -381,6 +383,43 @@ def bench_emulator(seconds: float) -> dict:
             "server_accepted": emulator.stats.get("accepted")}
 
 
+# --- part 6: the run-wide transaction id check ------------------------------------------------
+
+def bench_dedupe(count: int) -> dict:
+    """Memory per distinct id of segmetro's table and of a plain set, in fresh processes."""
+    code = (
+        "import resource, sys, time; sys.path.insert(0, %r)\n"
+        "from segmetro.dedupe import SeenIds\n"
+        "n = %d\n"
+        "base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss\n"
+        "kind = sys.argv[1]\n"
+        "started = time.perf_counter()\n"
+        "if kind == 'table':\n"
+        "    seen = SeenIds()\n"
+        "    for i in range(n):\n"
+        "        seen.check(f'ajs-next-{i:012d}-0b3c7f1e', b'{\"event\":%%d}' %% i, i)\n"
+        "    size = seen.bytes_used\n"
+        "else:\n"
+        "    seen = set()\n"
+        "    for i in range(n):\n"
+        "        seen.add(f'ajs-next-{i:012d}-0b3c7f1e')\n"
+        "    size = 0\n"
+        "elapsed = time.perf_counter() - started\n"
+        "peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss\n"
+        "print(size, (peak - base) * 1024, elapsed)\n" % (str(HERE.parent), count))
+    out = {}
+    for kind in ("table", "set"):
+        size, grown, elapsed = subprocess.run([PYTHON, "-c", code, kind], capture_output=True,
+                                              text=True, check=True).stdout.split()
+        out[kind] = {"table_bytes": int(size), "rss_growth_bytes": int(grown),
+                     "seconds": float(elapsed)}
+    return {"ids": count,
+            "table_bytes_per_id": out["table"]["table_bytes"] / count,
+            "table_rss_bytes_per_id": out["table"]["rss_growth_bytes"] / count,
+            "set_rss_bytes_per_id": out["set"]["rss_growth_bytes"] / count,
+            "table_us_per_id": out["table"]["seconds"] / count * 1e6}
+
+
 # --- the run ------------------------------------------------------------------------------------
 
 def table(results: dict) -> str:
@@ -431,13 +470,20 @@ def table(results: dict) -> str:
         e = results["emulator"]
         row("emulator: 100-event requests/s answered", f"{e['requests_per_s']:,.0f}",
             "target >= 2,000")
+    if "dedupe" in results:
+        d = results["dedupe"]
+        row(f"dedupe: table bytes per distinct id at {d['ids']:,}",
+            f"{d['table_bytes_per_id']:.1f}", "target <= 24")
+        row("dedupe: peak RSS growth per id, table / Python set of the ids",
+            f"{d['table_rss_bytes_per_id'] / d['set_rss_bytes_per_id']:.2f}x")
+        row("dedupe: cost per id (us, including growth)", f"{d['table_us_per_id']:.2f}")
     return "\n".join(rows)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true", help="small inputs (smoke test)")
-    parser.add_argument("--only", default="map,send,rss,mappings,emulator",
+    parser.add_argument("--only", default="map,send,rss,mappings,emulator,dedupe",
                         help="comma-separated parts to run")
     parser.add_argument("--rss-large", type=int, default=1_000_000, metavar="N",
                         help="records in the larger RSS input (1,500,000 is about 1 GB)")
@@ -466,6 +512,8 @@ def main() -> None:
         results["mappings"] = bench_mappings(map_data, runs)
     if "emulator" in parts:
         results["emulator"] = bench_emulator(3.0 if args.quick else 10.0)
+    if "dedupe" in parts:
+        results["dedupe"] = bench_dedupe(5_000_000 // scale)
     (OUT / "results.json").write_text(json.dumps(results, indent=2))
     print(f"segmetro benchmarks ({results['machine']['platform']}, Python "
           f"{results['machine']['python']}, {results['machine']['cpus']} CPUs)")
