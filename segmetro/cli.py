@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import gc
 import os
 import sys
@@ -590,6 +591,11 @@ def emulator(host, port, token, store, latency, latency_jitter, error_rate, thro
 
     try:
         serve_until_signalled(state, host, port, ready)
+    except OSError as error:
+        raise ConfigError(f"cannot listen on {host}:{port}: "
+                          f"{os.strerror(error.errno) if error.errno else error}"
+                          + (" (another program uses it; --port 0 picks a free one)"
+                             if error.errno == errno.EADDRINUSE else "")) from None
     finally:
         if store_file is not None:
             store_file.close()

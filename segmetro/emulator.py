@@ -9,34 +9,39 @@ Accepted events are appended to a JSON Lines store; ``GET /stats`` gives the cou
 Faults, seeded so tests repeat: latency, a share of 500/503, a share of 429 with ``Retry-After``,
 connections dropped after the batch was stored, and a hard events-per-second limit (429).
 
-Built on asyncio's Protocol with a small HTTP/1.1 parser rather than a web framework: a request
-here costs a few tens of microseconds of parsing on top of JSON and validation, which is what lets
-one core answer thousands of 100-event batches a second (measured in benchmarks/).
+Built on asyncio's Protocol with httptools (llhttp, the parser of Node.js) rather than a web
+framework: a request costs a few microseconds of parsing on top of JSON and validation, which lets
+one core answer thousands of 100-event batches a second (measured in benchmarks/). It is a server
+people leave running, so it defends itself: a header timeout and an idle timeout, a cap on
+connections (the longest idle one makes room), the token checked before a body is read, bodies
+and their gzip inflation capped, and pipelined requests answered in order by a loop.
 """
 
 from __future__ import annotations
 
 import asyncio
-import gzip
-import os
 import random
 import signal
 import time
 import zlib
-from collections import Counter
+from collections import Counter, deque
 from dataclasses import dataclass, field
 from typing import IO
 
+import httptools
 import orjson
 
 from segmetro.events import DEFAULT_BACKDATE_DAYS, MAX_BATCH, Window, check_event
 from segmetro.files import open_private
 from segmetro.timestamps import now_ms
 
-MAX_BODY = 64 << 20
+MAX_BODY = 8 << 20  # 100 events of 2,000 properties fit; Metronome's own limit is lower
+MAX_DECOMPRESSED = 32 << 20  # a gzip body may inflate to this, no further
+MAX_HEADER_BYTES = 16 << 10
 REASONS = {200: "OK", 400: "Bad Request", 401: "Unauthorized", 404: "Not Found",
            405: "Method Not Allowed", 411: "Length Required", 413: "Payload Too Large",
-           429: "Too Many Requests", 500: "Internal Server Error", 503: "Service Unavailable"}
+           414: "URI Too Long", 429: "Too Many Requests", 431: "Request Header Fields Too Large",
+           500: "Internal Server Error", 503: "Service Unavailable"}
 
 
 @dataclass
@@ -134,9 +139,25 @@ def _message(status: int, text: str, headers: tuple = ()) -> Answer:
     return Answer(status, orjson.dumps({"message": text}), headers)
 
 
+def authorized(state: EmulatorState, headers: dict) -> bool:
+    return headers.get("authorization") == f"Bearer {state.token}"
+
+
+def _decompress(body: bytes) -> bytes | None:
+    """A gzip body, inflated no further than MAX_DECOMPRESSED (a bomb is refused, not held)."""
+    inflater = zlib.decompressobj(wbits=31)
+    try:
+        out = inflater.decompress(body, MAX_DECOMPRESSED + 1)
+    except zlib.error:
+        return None
+    if len(out) > MAX_DECOMPRESSED:
+        raise OverflowError
+    return out if inflater.eof else None
+
+
 def handle_ingest(state: EmulatorState, headers: dict, body: bytes) -> Answer:
     faults, rng = state.faults, state.random
-    if headers.get("authorization") != f"Bearer {state.token}":
+    if not authorized(state, headers):
         return _message(401, "Unauthorized")
     roll = rng.random()
     if roll < faults.error_rate:
@@ -147,9 +168,12 @@ def handle_ingest(state: EmulatorState, headers: dict, body: bytes) -> Answer:
                          ("X-Metronome-Rate-Limit-Type", "client")))
     if headers.get("content-encoding", "").lower() == "gzip":
         try:
-            body = gzip.decompress(body)
-        except (OSError, EOFError, zlib.error):
+            inflated = _decompress(body)
+        except OverflowError:
+            return _message(413, f"the body inflates past {MAX_DECOMPRESSED:,} bytes")
+        if inflated is None:
             return _message(400, "body is not valid gzip")
+        body = inflated
     try:
         events = orjson.loads(body)
     except orjson.JSONDecodeError:
@@ -174,76 +198,193 @@ def handle_ingest(state: EmulatorState, headers: dict, body: bytes) -> Answer:
     return Answer(200)
 
 
+@dataclass(slots=True)
+class _Request:
+    method: str
+    path: str
+    headers: dict
+    body: bytes = b""
+    keep_alive: bool = True
+
+
+class _Refused(Exception):
+    """Stop parsing this connection: the answer is sent, the connection closed."""
+
+
+class _Connections:
+    """Open connections, least recently active first: at the cap, the longest idle one makes
+    room for a new one (an idle or half-open connection never locks out a real client)."""
+
+    def __init__(self, cap: int):
+        self.cap = cap
+        self.open: dict[_HTTPProtocol, None] = {}
+
+    def admit(self, connection: "_HTTPProtocol") -> bool:
+        if len(self.open) >= self.cap:
+            idle = next((c for c in self.open if not c.busy), None)
+            if idle is None:
+                return False
+            idle.close()  # and forgotten at once, so the next admit picks another
+        self.open[connection] = None
+        return True
+
+    def touch(self, connection: "_HTTPProtocol") -> None:
+        if connection in self.open:  # most recently active last
+            del self.open[connection]
+            self.open[connection] = None
+
+    def forget(self, connection: "_HTTPProtocol") -> None:
+        self.open.pop(connection, None)
+
+
 class _HTTPProtocol(asyncio.Protocol):
-    """HTTP/1.1 with Content-Length bodies and keep-alive; one request at a time per connection."""
+    """HTTP/1.1 parsed by httptools (llhttp, as Node.js): keep-alive, pipelining answered in
+    order by a loop, a header timeout, an idle timeout, the token checked before a body is read,
+    and every size capped."""
 
-    def __init__(self, state: EmulatorState):
+    def __init__(self, state: EmulatorState, connections: _Connections, limits: "Limits"):
         self.state = state
-        self.buffer = bytearray()
+        self.connections = connections
+        self.limits = limits
         self.transport: asyncio.Transport | None = None
-        self.busy = False
+        self.parser = httptools.HttpRequestParser(self)
+        self.queue: deque[_Request] = deque()  # complete requests not yet answered
+        self.busy = False  # a request is being answered (latency)
+        self.reading = False  # a request has begun and is not complete
+        self._url = bytearray()
+        self._headers: dict[str, str] = {}
+        self._header_bytes = 0
+        self._body: list[bytes] = []
+        self._body_size = 0
+        self._timer: asyncio.TimerHandle | None = None
 
+    # -- connection --------------------------------------------------------------------------
     def connection_made(self, transport) -> None:
         self.transport = transport
+        if not self.connections.admit(self):
+            transport.close()
+            return
+        self._arm(self.limits.header_timeout)
+
+    def connection_lost(self, exc) -> None:
+        self.connections.forget(self)
+        if self._timer is not None:
+            self._timer.cancel()
+        self.transport = None
+
+    def close(self) -> None:
+        self.connections.forget(self)
+        if self.transport is not None:
+            self.transport.close()
+
+    def _arm(self, seconds: float) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+        self._timer = asyncio.get_running_loop().call_later(seconds, self._timed_out)
+
+    def _timed_out(self) -> None:
+        if not self.busy and not self.queue:
+            self.close()
 
     def data_received(self, data: bytes) -> None:
-        self.buffer += data
-        if not self.busy:
-            self._next_request()
-
-    def _next_request(self) -> None:
-        end = self.buffer.find(b"\r\n\r\n")
-        if end < 0:
-            if len(self.buffer) > 65536:
-                self._close()
-            return
-        head = bytes(self.buffer[:end]).decode("latin-1").split("\r\n")
+        self.connections.touch(self)
         try:
-            method, target, _version = head[0].split(" ", 2)
-        except ValueError:
-            self._respond(Answer(400, b'{"message":"bad request line"}'), close=True)
+            self.parser.feed_data(data)
+        except _Refused:
             return
-        headers = {}
-        for line in head[1:]:
-            name, _, value = line.partition(":")
-            headers[name.strip().lower()] = value.strip()
-        if "chunked" in headers.get("transfer-encoding", "").lower():
-            self._respond(_message(411, "send a Content-Length"), close=True)
+        except httptools.HttpParserCallbackError as error:
+            if isinstance(error.__context__, _Refused):
+                return
+            self._respond(_message(400, "bad request"), close=True)
             return
+        except httptools.HttpParserUpgrade:
+            self._respond(_message(400, "upgrades are not served"), close=True)
+            return
+        except httptools.HttpParserError:
+            self._respond(_message(400, "malformed HTTP request"), close=True)
+            return
+        if len(self.queue) > self.limits.max_pipelined and self.transport is not None:
+            self.transport.pause_reading()  # answered in order; read more once they are
+        self._next()
+
+    # -- parser callbacks --------------------------------------------------------------------
+    def on_message_begin(self) -> None:
+        self._url.clear()
+        self._headers = {}
+        self._header_bytes = 0
+        self._body = []
+        self._body_size = 0
+        self.reading = True
+        self._arm(self.limits.header_timeout)
+
+    def on_url(self, url: bytes) -> None:
+        self._url += url
+        if len(self._url) > MAX_HEADER_BYTES:
+            self._refuse(_message(414, "URL too long"))
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        self._header_bytes += len(name) + len(value)
+        if self._header_bytes > MAX_HEADER_BYTES:
+            self._refuse(_message(431, "headers too large"))
+        self._headers[name.decode("latin-1").lower()] = value.decode("latin-1").strip()
+
+    def on_headers_complete(self) -> None:
+        path = self._url.decode("latin-1").split("?", 1)[0]
+        headers = self._headers
+        if path == "/v1/ingest" and not authorized(self.state, headers):
+            self._refuse(_message(401, "Unauthorized"))  # before a byte of the body is read
         try:
             length = int(headers.get("content-length", "0"))
         except ValueError:
             length = -1
-        if not 0 <= length <= MAX_BODY:
-            self._respond(_message(413, "body too large"), close=True)
-            return
-        if len(self.buffer) < end + 4 + length:
-            return  # wait for the rest of the body
-        body = bytes(self.buffer[end + 4:end + 4 + length])
-        del self.buffer[:end + 4 + length]
-        close = headers.get("connection", "").lower() == "close"
-        self.busy = True
-        answer = self._route(method, target.split("?", 1)[0], headers, body)
-        delay = self.state.faults.latency_ms
-        if self.state.faults.latency_jitter_ms:
-            delay += self.state.random.uniform(0, self.state.faults.latency_jitter_ms)
-        if delay > 0:
-            asyncio.get_running_loop().call_later(delay / 1000, self._finish, answer, close)
-        else:
-            self._finish(answer, close)
+        if not 0 <= length <= self.limits.max_body:
+            self._refuse(_message(413, f"a body holds at most {self.limits.max_body:,} bytes"))
+        self._arm(self.limits.body_timeout)
 
-    def _route(self, method: str, path: str, headers: dict, body: bytes) -> Answer:
-        if path == "/v1/ingest":
-            if method != "POST":
-                return _message(405, "use POST")
-            return handle_ingest(self.state, headers, body)
-        if path == "/stats" and method == "GET":
-            if self.state.store is not None:
-                self.state.store.flush()
-            return Answer(200, orjson.dumps(self.state.stats()))
-        return _message(404, f"no route {method} {path}")
+    def on_body(self, body: bytes) -> None:
+        self._body_size += len(body)
+        if self._body_size > self.limits.max_body:  # chunked bodies have no length up front
+            self._refuse(_message(413, f"a body holds at most {self.limits.max_body:,} bytes"))
+        self._body.append(body)
+
+    def on_message_complete(self) -> None:
+        self.reading = False
+        method = self.parser.get_method().decode("latin-1")
+        self.queue.append(_Request(method, self._url.decode("latin-1").split("?", 1)[0],
+                                   self._headers, b"".join(self._body),
+                                   self.parser.should_keep_alive()))
+
+    def _refuse(self, answer: Answer) -> None:
+        self.state.requests_by_status[answer.status] += 1
+        self._respond(answer, close=True)
+        raise _Refused
+
+    # -- answering, in order, one at a time ---------------------------------------------------
+    def _next(self) -> None:
+        """Answer queued requests in order: a loop, not recursion, however many are pipelined."""
+        while self.queue and not self.busy and self.transport is not None:
+            request = self.queue.popleft()
+            answer = self._route(request)
+            delay = self.state.faults.latency_ms
+            if self.state.faults.latency_jitter_ms:
+                delay += self.state.random.uniform(0, self.state.faults.latency_jitter_ms)
+            if delay > 0:
+                self.busy = True
+                asyncio.get_running_loop().call_later(delay / 1000, self._finish, answer,
+                                                      not request.keep_alive)
+                return
+            self._send(answer, not request.keep_alive)
+        if not self.queue and self.transport is not None and not self.busy:
+            self.transport.resume_reading()
+            if not self.reading:  # a request under way keeps its header or body timer
+                self._arm(self.limits.idle_timeout)
 
     def _finish(self, answer: Answer, close: bool) -> None:
+        self.busy = False
+        self._send(answer, close)
+        self._next()
+
+    def _send(self, answer: Answer, close: bool) -> None:
         if self.transport is None or self.transport.is_closing():
             return
         if answer.drop:
@@ -252,11 +393,22 @@ class _HTTPProtocol(asyncio.Protocol):
             return
         self.state.requests_by_status[answer.status] += 1
         self._respond(answer, close)
-        self.busy = False
-        if not close and self.buffer:
-            self._next_request()
+
+    def _route(self, request: _Request) -> Answer:
+        method, path = request.method, request.path
+        if path == "/v1/ingest":
+            if method != "POST":
+                return _message(405, "use POST")
+            return handle_ingest(self.state, request.headers, request.body)
+        if path == "/stats" and method == "GET":
+            if self.state.store is not None:
+                self.state.store.flush()
+            return Answer(200, orjson.dumps(self.state.stats()))
+        return _message(404, f"no route {method} {path}")
 
     def _respond(self, answer: Answer, close: bool = False) -> None:
+        if self.transport is None:
+            return
         lines = [f"HTTP/1.1 {answer.status} {REASONS.get(answer.status, 'Status')}",
                  f"Content-Length: {len(answer.body)}"]
         if answer.body:
@@ -266,19 +418,40 @@ class _HTTPProtocol(asyncio.Protocol):
             lines.append("Connection: close")
         self.transport.write(("\r\n".join(lines) + "\r\n\r\n").encode("latin-1") + answer.body)
         if close:
-            self._close()
-
-    def _close(self) -> None:
-        if self.transport is not None:
+            self.queue.clear()
             self.transport.close()
 
-    def connection_lost(self, exc) -> None:
-        self.transport = None
+
+@dataclass(frozen=True)
+class Limits:
+    """What one client may hold of the emulator."""
+
+    header_timeout: float = 10.0  # seconds to send a request's headers
+    body_timeout: float = 60.0  # seconds to send its body after them
+    idle_timeout: float = 60.0  # seconds a keep-alive connection may sit idle
+    max_connections: int = 512  # at the cap, the longest idle connection is closed
+    max_body: int = MAX_BODY
+    max_pipelined: int = 64  # requests queued on one connection before it stops being read
 
 
-async def serve(state: EmulatorState, host: str = "127.0.0.1", port: int = 0) -> asyncio.Server:
+def _connection_cap(wanted: int) -> int:
+    """No more connections than the process may open descriptors (less some for files)."""
+    try:
+        import resource
+
+        soft, _hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    except (ImportError, ValueError, OSError):
+        return wanted
+    return max(8, min(wanted, soft - 64)) if soft > 0 else wanted
+
+
+async def serve(state: EmulatorState, host: str, port: int,
+                limits: Limits) -> tuple[asyncio.Server, _Connections]:
     loop = asyncio.get_running_loop()
-    return await loop.create_server(lambda: _HTTPProtocol(state), host, port, backlog=1024)
+    connections = _Connections(_connection_cap(limits.max_connections))
+    server = await loop.create_server(lambda: _HTTPProtocol(state, connections, limits), host,
+                                      port, backlog=1024)
+    return server, connections
 
 
 def bound_port(server: asyncio.Server) -> int:
@@ -286,13 +459,15 @@ def bound_port(server: asyncio.Server) -> int:
 
 
 async def run_until_stopped(state: EmulatorState, host: str, port: int, on_ready,
-                            stop: asyncio.Event) -> None:
-    server = await serve(state, host, port)
+                            stop: asyncio.Event, limits: Limits = Limits()) -> None:
+    server, connections = await serve(state, host, port, limits)
     on_ready(bound_port(server))
     try:
         await stop.wait()
     finally:
         server.close()
+        for connection in list(connections.open):  # keep-alive ones would hold wait_closed
+            connection.close()
         await server.wait_closed()
         if state.store is not None:
             state.store.flush()

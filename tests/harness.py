@@ -3,14 +3,16 @@
 import asyncio
 import threading
 
-from segmetro.emulator import EmulatorState, run_until_stopped
+from segmetro.emulator import EmulatorState, Limits, run_until_stopped
 
 
 class BackgroundEmulator:
     """The emulator on a thread of its own with its own event loop (tests, benchmarks)."""
 
-    def __init__(self, state: EmulatorState, host: str = "127.0.0.1", port: int = 0):
+    def __init__(self, state: EmulatorState, host: str = "127.0.0.1", port: int = 0,
+                 limits: Limits = Limits()):
         self.state = state
+        self.limits = limits
         self.host = host
         self.port = port
         self._ready = threading.Event()
@@ -31,7 +33,8 @@ class BackgroundEmulator:
                 self.port = port
                 self._ready.set()
 
-            await run_until_stopped(self.state, self.host, self.port, ready, self._stop)
+            await run_until_stopped(self.state, self.host, self.port, ready, self._stop,
+                                    self.limits)
 
         asyncio.run(main())
 

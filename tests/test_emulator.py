@@ -152,3 +152,103 @@ def test_the_emulator_command_serves_until_sigterm_and_prints_its_counters(tmp_p
     assert (stats["accepted"], stats["duplicates"]) == (2, 1)
     assert len(store.read_bytes().splitlines()) == 2
     assert stat.S_IMODE(os.stat(store).st_mode) == 0o600
+
+
+# --- a server people leave running ---------------------------------------------------------------
+
+import socket  # noqa: E402
+import subprocess  # noqa: E402
+import sys  # noqa: E402
+import time  # noqa: E402
+
+from conftest import ROOT  # noqa: E402
+
+from segmetro.emulator import Limits  # noqa: E402
+
+
+def raw(port: int) -> socket.socket:
+    return socket.create_connection(("127.0.0.1", port), timeout=5)
+
+
+def request(body: bytes, token: str = "t0k", extra: str = "") -> bytes:
+    return (f"POST /v1/ingest HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {token}\r\n"
+            f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n{extra}\r\n"
+            ).encode() + body
+
+
+def read_answers(sock: socket.socket, count: int) -> list[int]:
+    data, statuses = b"", []
+    deadline = time.monotonic() + 20
+    while len(statuses) < count and time.monotonic() < deadline:
+        chunk = sock.recv(1 << 16)
+        if not chunk:
+            break
+        data += chunk
+        while b"\r\n\r\n" in data:
+            head, data = data.split(b"\r\n\r\n", 1)
+            length = int(head.split(b"Content-Length: ")[1].split(b"\r\n")[0])
+            while len(data) < length:
+                data += sock.recv(1 << 16)
+            statuses.append(int(head.split(b" ")[1]))
+            data = data[length:]
+    return statuses
+
+
+def test_half_open_connections_do_not_delay_a_real_client_and_are_closed():
+    state = EmulatorState("t0k", Faults(), now_ms=NOW_MS)
+    limits = Limits(header_timeout=1.0, max_connections=100)
+    with BackgroundEmulator(state, limits=limits) as server:
+        idle = [raw(server.port) for _ in range(400)]
+        for sock in idle:
+            sock.sendall(b"POST /v1/ingest HTTP/1.1\r\nHost")  # and never the rest
+        started = time.monotonic()
+        response = httpx.post(f"{server.base_url}/v1/ingest", headers=AUTH, timeout=5,
+                              content=orjson.dumps([event(1)]))
+        assert response.status_code == 200 and time.monotonic() - started < 2
+        time.sleep(1.5)
+        closed = 0
+        for sock in idle:
+            try:
+                closed += sock.recv(1) == b""
+            except OSError:
+                closed += 1
+            sock.close()
+        assert closed == 400  # past the cap at once, the rest by the header timeout
+
+
+def test_the_token_is_checked_before_a_body_is_read(emulator):
+    server, _client = emulator
+    with raw(server.port) as sock:
+        sock.sendall(request(b"", token="wrong").replace(b"Content-Length: 0",
+                                                         b"Content-Length: 61865984"))
+        assert read_answers(sock, 1) == [401]  # answered with none of the 59 MiB sent
+
+
+def test_a_gzip_bomb_is_refused_without_being_inflated(emulator):
+    server, client = emulator
+    bomb = gzip.compress(b"0" * (250 << 20), compresslevel=9)
+    assert len(bomb) < 300_000
+    response = client.post("/v1/ingest", content=bomb,
+                           headers={**AUTH, "Content-Encoding": "gzip"})
+    assert response.status_code == 413 and server.state.accepted == 0
+
+
+def test_600_pipelined_requests_are_answered_in_order(emulator):
+    server, _client = emulator
+    with raw(server.port) as sock:
+        sock.sendall(b"".join(request(orjson.dumps([event(n)])) for n in range(600)))
+        assert read_answers(sock, 600) == [200] * 600
+    assert server.state.accepted == 600
+
+
+def test_a_port_in_use_is_one_line_and_exit_2():
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        done = subprocess.run([sys.executable, "-m", "segmetro", "emulator", "--port", str(port)],
+                              capture_output=True, text=True, timeout=30, cwd=ROOT)
+    assert done.returncode == 2
+    assert done.stderr.strip().splitlines() == [
+        f"error: cannot listen on 127.0.0.1:{port}: Address already in use (another program "
+        "uses it; --port 0 picks a free one)"]
