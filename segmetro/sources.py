@@ -31,6 +31,7 @@ _CHUNK = 1 << 20
 _HEAD = 1024  # bytes of an over-long line kept for the rejects file
 DEFAULT_MAX_LINE_BYTES = 4 << 20  # Segment caps a message at 32 KB; this is generous
 REJECTS_PREFIX = "segmetro-rejects-"
+ALREADY_READ = "a directory already read (a symlink loop, or a second link to it), not read again"
 
 
 class InputError(Exception):
@@ -137,8 +138,7 @@ class _Expansion:
     def walk(self, directory: str, info: os.stat_result) -> None:
         identity = (info.st_dev, info.st_ino)
         if identity in self._dirs:
-            self.left_out.append(f"{directory}: a directory already read (symlink loop or "
-                                 "repeat), not read again")
+            self.left_out.append(f"{directory}: {ALREADY_READ}")
             return
         self._dirs.add(identity)
         try:
@@ -216,8 +216,7 @@ def _expand_glob(spec: str, expansion: _Expansion) -> None:
         except OSError:
             return
         if (info.st_dev, info.st_ino) in visited:
-            expansion.left_out.append(f"{directory}: a directory already seen (symlink loop), "
-                                      "not followed again")
+            expansion.left_out.append(f"{directory}: {ALREADY_READ}")
             return
         visited.add((info.st_dev, info.st_ino))
         prefix = directory if not directory or directory.endswith("/") else directory + "/"

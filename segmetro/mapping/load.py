@@ -279,8 +279,8 @@ class _Checker:
             if "default" in keys:
                 return fv.with_default(inner, _value(entries["default"][1]))
             return inner
-        unknown = sorted(keys - set(DIRECTIVES)) or sorted(keys)
-        self.problem(node, f"{where}: {{{', '.join(map(str, unknown))}}} is not a field value"
+        unknown = sorted(map(str, keys - set(DIRECTIVES))) or sorted(map(str, keys)) or [""]
+        self.problem(node, f"{where}: {{{', '.join(unknown)}}} is not a field value"
                      f"{_suggest(unknown[0], DIRECTIVES)}; write a $.path, a literal, a list to "
                      "coalesce, {literal: ...}, {template: ...} or {path: ..., default: ...}")
         return None
