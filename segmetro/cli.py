@@ -497,6 +497,54 @@ def validate(inputs, mapping_path, as_json, now_ms, backdate_days, rejects_path,
     finish(terminal, report, as_json)
 
 
+@cli.command("import", epilog="Exit codes: 0 written and valid; 2 the file is not Segment "
+             "subscriptions for Send Event, or the mapping written does not load (its problems "
+             "are listed).")
+@click.argument("segment_file", metavar="FILE", type=click.Path(dir_okay=False))
+@click.option("-o", "--output", default="-", show_default=True, type=click.Path(dir_okay=False),
+              help="Where the mapping file goes; '-' is stdout.")
+def import_command(segment_file, output):
+    """Turn Segment's subscriptions for Metronome (Actions) into a segmetro mapping file.
+
+    FILE is what Segment's Public API returns for the destination's subscriptions: one
+    DestinationSubscription, a list of them, or the list response. Each becomes a mapping
+    commented with its subscription; fields stay mapping-kit directives, evaluated as Segment
+    evaluates them. Disabled subscriptions are kept as enabled: false. (-m also takes FILE
+    directly.)
+
+    \b
+    Examples:
+      segmetro import subscriptions.json -o mappings/from-segment.yaml
+    """
+    from segmetro.mapping import segment_import
+
+    try:
+        with open(segment_file, "rb") as handle:
+            document = orjson.loads(handle.read())
+    except OSError as error:
+        raise ConfigError(f"{segment_file}: {error.strerror or error}") from None
+    except orjson.JSONDecodeError as error:
+        raise ConfigError(f"{segment_file}: not JSON ({error})") from None
+    try:
+        text = segment_import.to_yaml(document, os.path.basename(segment_file))
+    except segment_import.ImportError_ as error:
+        raise ConfigError(f"{segment_file}: {error}") from None
+    if output == "-":
+        sys.stdout.write(text)
+        sys.stdout.flush()
+    else:
+        check_new_or_own(output, "-o/--output")
+        fd, _regular = open_private(output, append=False, what="-o/--output")
+        with open(fd, "w", encoding="utf-8") as handle:
+            handle.write(text)
+    try:
+        from segmetro.mapping import parse_mapping
+
+        parse_mapping(text, output if output != "-" else "<imported>")
+    except MappingError as error:
+        raise ConfigError(f"the mapping written does not load as it is:\n{error}") from None
+
+
 @cli.command()
 @inputs_argument()
 @click.option("--type", "type_filter", metavar="T", help="Only records of this Segment type.")

@@ -5,9 +5,9 @@
 - ``js_number(value)``: ``Number(value)`` (strings: trimmed, ``""`` is 0, hex/octal/binary).
 - ``js_truthy(value)``: JavaScript's truthiness (``[]`` and ``{}`` are truthy, ``0`` and ``""``
   are not).
-- ``js_json(value)``: the value with every number as ``JSON.stringify`` writes it, ready for
-  orjson: integral floats become ints, the rest that orjson would spell otherwise become
-  ``orjson.Fragment``\\ s of JavaScript's spelling.
+- ``js_json(value)``: the value as ``JSON.stringify`` writes it, ready for orjson: integral
+  floats become ints, numbers orjson would spell otherwise become ``orjson.Fragment``\\ s of
+  JavaScript's spelling, and objects with array-index keys get JavaScript's key order.
 """
 
 from __future__ import annotations
@@ -102,6 +102,23 @@ def js_truthy(value: Any) -> bool:
     return True  # objects and arrays, even empty ones
 
 
+def is_index_key(key: str) -> bool:
+    """A key JavaScript objects keep first, in numeric order (an array index: 0 to 2^32-2)."""
+    return key.isdigit() and key.isascii() and (key == "0" or key[0] != "0") and \
+        int(key) < 4294967295
+
+
+def js_order(obj: dict) -> dict:
+    """``obj`` with its keys in JavaScript's order: array-index keys first, ascending, then the
+    others in insertion order (how a JSON object comes out of ``JSON.parse``)."""
+    indexes = [key for key in obj if key.__class__ is str and is_index_key(key)]
+    if not indexes:
+        return obj
+    ordered = {key: obj[key] for key in sorted(indexes, key=int)}
+    ordered.update((key, value) for key, value in obj.items() if key not in ordered)
+    return ordered
+
+
 def is_number(value: Any) -> bool:
     """``typeof value === 'number'`` for a JSON value."""
     return value.__class__ is int or value.__class__ is float
@@ -132,7 +149,11 @@ def js_json(value: Any) -> Any:
                 if changed is None:
                     changed = dict(value)
                 changed[key] = fixed
-        return value if changed is None else changed
+            if key[:1].isdigit() and changed is None:
+                changed = dict(value)
+        if changed is None:
+            return value
+        return js_order(changed)
     if kind is list:
         fixed_items = [js_json(item) for item in value]
         return value if all(a is b for a, b in zip(fixed_items, value)) else fixed_items

@@ -242,7 +242,8 @@ def test_another_transaction_id_rule_is_refused_even_with_restart(emulator, tmp_
     assert run_to_end(emulator, path, state_dir)[0] == 0
     changed = tmp_path / "v2.yaml"
     changed.write_text((ROOT / "mappings" / "default.yaml").read_text().replace(
-        "transaction_id: $.messageId", 'transaction_id: {template: "{{messageId}}-v2"}'))
+        'transaction_id: {"@path": "$.messageId"}',
+        'transaction_id: {"@template": "{{messageId}}-v2"}'))
     for extra in ([], ["--restart"]):
         code, summary, err = run_to_end(emulator, path, state_dir, "-m", str(changed), *extra)
         assert code == 2 and "Metronome would bill each of them twice" in err

@@ -14,6 +14,7 @@ from typing import Any, Callable
 
 import orjson
 
+from segmetro.jsvalues import js_string
 from segmetro.mapping.paths import MISSING, Getter, compile_path, dotted_getter
 
 
@@ -63,17 +64,16 @@ _PLACEHOLDER = re.compile(r"\{\{\s*([^{}]*?)\s*\}\}")
 
 
 def render_scalar(value: Any) -> str:
-    """How a JSON value prints inside a template or as a stringified property."""
+    """How a JSON value prints inside a template or as a stringified property: numbers as
+    JavaScript's String(n) prints them (3.0 is "3", 1e16 is "10000000000000000")."""
     if value.__class__ is str:
         return value
     if value is True:
         return "true"
     if value is False:
         return "false"
-    if value.__class__ is float and value.is_integer() and abs(value) < 1e16:
-        return str(int(value))
     if value.__class__ in (int, float):
-        return repr(value)
+        return js_string(value)
     return orjson.dumps(value).decode()
 
 
@@ -235,9 +235,12 @@ def json_type(value: Any) -> str:
 
 
 def as_string(value: Any) -> str | None:
-    """Segment's schema coercion for string fields: numbers and booleans become strings."""
+    """Segment's schema coercion for string fields: numbers and booleans become strings, and a
+    one-element array its element's string."""
     if value.__class__ is str:
         return value
     if value.__class__ in (int, float, bool):
         return render_scalar(value)
+    if value.__class__ is list and len(value) == 1 and value[0].__class__ is not list:
+        return as_string(value[0])
     return None

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import difflib
+import re
 from dataclasses import dataclass
 from importlib import resources
 from typing import Any
@@ -11,6 +12,7 @@ import orjson
 import yaml
 
 from segmetro.events import REQUIRED_FIELDS
+from segmetro.mapping import directives, segment_import
 from segmetro.mapping import fields as fv
 from segmetro.mapping.fql import TriggerError, compile_trigger
 from segmetro.mapping.model import Mapping, MappingSet
@@ -51,7 +53,37 @@ class MappingError(Exception):
         return "\n".join(f"{self.source}:{p.line}:{p.column}: {p.message}" for p in self.problems)
 
 
-_constructor = yaml.constructor.SafeConstructor()
+class _Yaml12Loader(_Loader):
+    """YAML 1.2's core schema, narrowed to what a person reading the file sees: ``on``, ``yes``,
+    ``no``, ``010``, ``1_000``, ``0x1F``, ``.inf`` and unquoted dates are strings; only
+    ``true``/``false``, ``null``/``~``/empty and plain decimal numbers are not."""
+
+    yaml_implicit_resolvers: dict = {}
+
+
+for _tag, _pattern, _first in (
+        ("tag:yaml.org,2002:null", r"^(?:~|null|Null|NULL|)$", ["~", "n", "N", ""]),
+        ("tag:yaml.org,2002:bool", r"^(?:true|True|TRUE|false|False|FALSE)$", list("tTfF")),
+        ("tag:yaml.org,2002:int", r"^[-+]?(?:0|[1-9][0-9]*)$", list("-+0123456789")),
+        ("tag:yaml.org,2002:float",
+         r"^[-+]?(?:0|[1-9][0-9]*)(?:\.[0-9]+(?:[eE][-+]?[0-9]+)?|[eE][-+]?[0-9]+)$",
+         list("-+0123456789"))):
+    _Yaml12Loader.add_implicit_resolver(_tag, re.compile(_pattern), _first)
+
+
+class _JSONConstructor(yaml.constructor.SafeConstructor):
+    """Values a mapping can hold are JSON's: an explicit ``!!timestamp``, ``!!binary`` or
+    ``!!set`` is an error at its line and column, never a Python object in a message."""
+
+    def refuse(self, node: yaml.Node) -> None:
+        raise yaml.constructor.ConstructorError(
+            None, None, f"{node.tag} is not a JSON value: quote it to have the text",
+            node.start_mark)
+
+
+for _tag in ("timestamp", "binary", "set", "omap", "pairs"):
+    _JSONConstructor.add_constructor(f"tag:yaml.org,2002:{_tag}", _JSONConstructor.refuse)
+_constructor = _JSONConstructor()
 
 
 def _value(node: yaml.Node) -> Any:
@@ -159,14 +191,15 @@ class _Checker:
         if "fields" not in entries:
             self.problem(node, "the mapping has no 'fields'")
             return None
+        self.directives_used = False
         compiled = self.check_fields(*entries["fields"])
         if compiled is None or name is None:
             return None
         field_values, properties = compiled
         txid_node = _child(entries["fields"][1], "transaction_id")
         return Mapping(name, field_values, properties, trigger, trigger_text,
-                       node.start_mark.line + 1, enabled,
-                       orjson.dumps(_value(txid_node)).decode())
+                       node.start_mark.line + 1, enabled, _spelling(_value(txid_node)),
+                       properties_required=self.directives_used)
 
     def check_trigger(self, node: yaml.ScalarNode, text: str):
         try:
@@ -205,6 +238,11 @@ class _Checker:
             spec = self.properties(entries["properties"][1])
             ok = ok and spec is not None
             properties = spec.compile() if spec is not None else None
+        elif self.directives_used:
+            self.problem(key_node, "'fields' has no 'properties': Segment's Send Event requires "
+                         "it, and this mapping is written in Segment's form (with @-directives); "
+                         "add properties: {\"@path\": \"$.properties\"}")
+            ok = False
         return (compiled, properties) if ok else None
 
     def check_transaction_id(self, node: yaml.Node,
@@ -240,8 +278,23 @@ class _Checker:
                 return None
         return value
 
+    def directive(self, node: yaml.MappingNode, where: str,
+                  strict: bool) -> fv.FieldValue | None:
+        """A field written with Segment's mapping-kit directives, evaluated as mapping-kit does."""
+        mapping = _value(node)
+        try:
+            value = directives.field_value(mapping, strict)
+        except directives.DirectiveError as error:
+            self.problem(node, f"{where}: {error}")
+            return None
+        self.directives_used = True
+        return value
+
     def field_value(self, node: yaml.Node, where: str,
                     strict: bool = False) -> fv.FieldValue | None:
+        if isinstance(node, yaml.MappingNode) and any(
+                str(getattr(key, "value", "")).startswith("@") for key, _ in node.value):
+            return self.directive(node, where, strict)
         if isinstance(node, yaml.ScalarNode):
             value = _value(node)
             if isinstance(value, str) and value.startswith("$"):
@@ -286,7 +339,8 @@ class _Checker:
         return None
 
     def properties(self, node: yaml.Node) -> fv.PropertiesSpec | None:
-        if not isinstance(node, yaml.MappingNode):
+        if not isinstance(node, yaml.MappingNode) or any(
+                str(getattr(key, "value", "")).startswith("@") for key, _ in node.value):
             value = self.field_value(node, "properties")
             return None if value is None else fv.PropertiesSpec(source=value)
         keys = {k.value for k, _ in node.value if isinstance(k, yaml.ScalarNode)}
@@ -382,6 +436,19 @@ class _Checker:
                 seen[spelling] = line
 
 
+def _spelling(value: Any) -> str:
+    """How a transaction_id is made, written one way for the forms that make the same ids:
+    ``$.messageId`` and ``{"@path": "messageId"}``; ``{template: t}`` and ``{"@template": t}``."""
+    if isinstance(value, dict):
+        value = {key: item for key, item in value.items() if key != "_metadata"}
+        if set(value) == {"@path"} and isinstance(value["@path"], str):
+            path = value["@path"]
+            value = path if path.startswith("$") else "$." + path
+        elif set(value) in ({"@template"}, {"template"}):
+            value = {"template": next(iter(value.values()))}
+    return orjson.dumps(value).decode()
+
+
 def _walk_values(node: yaml.Node):
     """A field value node and, for a coalesce list or {path, default}, the nodes inside it."""
     yield node
@@ -394,14 +461,18 @@ def parse_mapping(text: str, source: str) -> MappingSet:
     """Check and compile mapping YAML; raise MappingError listing every problem."""
     checker = _Checker(source)
     try:
-        root = yaml.compose(text, Loader=_Loader)
+        root = yaml.compose(text, Loader=_Yaml12Loader)
     except yaml.MarkedYAMLError as error:
         mark = error.problem_mark or error.context_mark
         raise MappingError(source, [Problem(mark.line + 1, mark.column + 1,
                                             f"YAML syntax: {error.problem or error.context}")])
     except yaml.YAMLError as error:
         raise MappingError(source, [Problem(1, 1, f"YAML: {error}")])
-    mappings = checker.check_file(root)
+    try:
+        mappings = checker.check_file(root)
+    except yaml.constructor.ConstructorError as error:
+        mark = error.problem_mark
+        raise MappingError(source, [Problem(mark.line + 1, mark.column + 1, error.problem)])
     if checker.problems:
         raise MappingError(source, checker.problems)
     if not mappings:
@@ -425,4 +496,15 @@ def load_mapping(path: str | None) -> MappingSet:
                                                 f"{error.strerror or error}")]) from None
     except UnicodeDecodeError:
         raise MappingError(path, [Problem(1, 1, "the mapping file is not UTF-8 text")]) from None
+    if text.lstrip()[:1] in ("{", "["):  # JSON: perhaps Segment's own subscriptions
+        try:
+            document = orjson.loads(text)
+        except orjson.JSONDecodeError:
+            document = None
+        if segment_import.looks_like_subscriptions(document):
+            try:
+                text = segment_import.to_yaml(document, path)
+            except segment_import.ImportError_ as error:
+                raise MappingError(path, [Problem(1, 1, str(error))]) from None
+            return parse_mapping(text, f"{path} (as Segment subscriptions)")
     return parse_mapping(text, path)

@@ -6,6 +6,7 @@ import hashlib
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
+from segmetro.jsvalues import js_json
 from segmetro.mapping.fields import FieldValue, as_string, json_type
 from segmetro.mapping.fql import Trigger
 from segmetro.mapping.paths import MISSING
@@ -35,6 +36,7 @@ class Mapping:
     line: int = 0  # where the mapping starts in its file, for messages
     enabled: bool = True
     transaction_id_spelling: str = ""  # as written in the file: the state's transaction_id rule
+    properties_required: bool = False  # written in Segment's form: Send Event requires it
 
     def __post_init__(self) -> None:
         self.apply = self._compile()
@@ -60,16 +62,35 @@ class Mapping:
             return fail(f"bad-{field_name.replace('_', '-')}", f"{field_name} must be a string; "
                         f"{spec.tried} holds {json_type(value)}")
 
+        properties_required = self.properties_required
+        (_, get_txid), (_, get_customer), (_, get_type) = \
+            ((field_name, spec.get) for field_name, spec in strings)
+
+        def text_of(index: int, value: Any, record: dict) -> Any:
+            """A string field's value that is not a string: coerced, or the failure."""
+            text = as_string(value) if value is not MISSING else None
+            if text is None:
+                field_name, spec = strings[index]
+                return string_field(field_name, spec, value, record)
+            return text
+
         def apply(record: dict) -> MappedEvent:
-            event = {}
-            for field_name, spec in strings:
-                value = spec.get(record)
-                if value.__class__ is not str:
-                    text = as_string(value) if value is not MISSING else None
-                    if text is None:
-                        return string_field(field_name, spec, value, record)
-                    value = text
-                event[field_name] = value
+            # Keys in the order Segment's destination writes them, so bodies are byte-identical.
+            txid = get_txid(record)
+            if txid.__class__ is not str:
+                txid = text_of(0, txid, record)
+                if txid.__class__ is MappedEvent:
+                    return txid
+            customer = get_customer(record)
+            if customer.__class__ is not str:
+                customer = text_of(1, customer, record)
+                if customer.__class__ is MappedEvent:
+                    return customer
+            event_type = get_type(record)
+            if event_type.__class__ is not str:
+                event_type = text_of(2, event_type, record)
+                if event_type.__class__ is MappedEvent:
+                    return event_type
             raw_time = get_time(record)
             if raw_time is MISSING or raw_time is None:
                 return fail("missing-timestamp", "timestamp is missing: "
@@ -78,13 +99,17 @@ class Mapping:
             if parsed is None:
                 return fail("bad-timestamp", f"timestamp {raw_time!r} from {timestamp.tried} "
                             "is not a date and time segmetro can read")
-            event["timestamp"] = parsed[0]
+            event = {"transaction_id": txid, "customer_id": customer, "timestamp": parsed[0],
+                     "event_type": event_type}
             if build_properties is not None:
                 properties = build_properties(record)
                 if properties.__class__ is dict:
-                    event["properties"] = properties
+                    event["properties"] = js_json(properties)
                 elif properties is not MISSING:
                     return fail(*properties)
+                elif properties_required:
+                    return fail("missing-properties", "properties is missing or null; Segment's "
+                                "Send Event requires it (this mapping is in Segment's form)")
             return MappedEvent(name, event, parsed[1])
 
         return apply
