@@ -125,3 +125,15 @@ def test_imported_subscriptions_give_segments_request_bodies_byte_for_byte():
                 disagreements.append((subscription["name"], expected, got))
     assert disagreements == [], disagreements[:3]
     assert compared >= 30
+
+
+def test_segmetros_own_template_form_renders_as_the_template_directive():
+    from segmetro.mapping.fields import template
+
+    cases = [case for case in GOLDEN["directives"]
+             if set(case["mapping"]) == {"@template"} and "$." not in case["mapping"]["@template"]]
+    assert len(cases) >= 10
+    for case in cases:
+        render = template(case["mapping"]["@template"]).get
+        for record, expected in zip(RECORDS, case["results"]):
+            assert render(record) == expected, (case["mapping"], record)

@@ -518,7 +518,7 @@ def transform(mapping: dict, record: Any) -> Any:
 
 # --- as a segmetro field value -----------------------------------------------------------------------
 
-_PLACEHOLDERS = re.compile(r"\{\{\{([^}]+)\}\}\}|\{\{([^}]+)\}\}")
+PLACEHOLDERS = re.compile(r"\{\{\{([^}]+)\}\}\}|\{\{([^}]+)\}\}")
 
 
 def _varies(mapping: Any) -> bool:
@@ -527,7 +527,7 @@ def _varies(mapping: Any) -> bool:
         for key, value in mapping.items():
             if key in ("@path", "@arrayPath"):
                 return True
-            if key == "@template" and (not isinstance(value, str) or _PLACEHOLDERS.search(value)):
+            if key == "@template" and (not isinstance(value, str) or PLACEHOLDERS.search(value)):
                 return True
             if _varies(value):
                 return True
@@ -555,18 +555,6 @@ def field_value(mapping: Any, strict: bool = False):
     template = mapping.get("@template") if mapping.__class__ is dict else None
     if not strict or not isinstance(template, str):
         return FieldValue(get, tried, constant=not _varies(mapping))
-    names = [(a or b).strip() for a, b in _PLACEHOLDERS.findall(template)]
-    keys = [path_keys(name) for name in names]
+    from segmetro.mapping.fields import template as strict_template
 
-    def absent(record: Any) -> list[str]:
-        return [name for name, path in zip(names, keys)
-                if walk(record, path) in (MISSING, None, "")]
-
-    def get_strict(record: Any) -> Any:
-        return MISSING if absent(record) else render(template, record)
-
-    def missing(record: Any) -> str:
-        return (f"the template {template!r} has no value for {', '.join(absent(record))} in "
-                "this record")
-
-    return FieldValue(get_strict, tried, not names, missing)
+    return strict_template(template, strict=True)

@@ -92,57 +92,36 @@ def template_variables(text: str) -> list[str]:
 
 
 def template(text: str, strict: bool = False) -> FieldValue:
-    """Segment's ``{{path}}`` interpolation; a missing or null value renders as "".
+    """Segment's ``{{path}}`` interpolation, rendered exactly as mapping-kit's ``@template``
+    (``{{{x}}}`` too, ``items.0.sku``, numbers as JavaScript prints them, arrays comma-joined),
+    except that a leading ``$.`` inside the braces is allowed; missing or null renders as "".
 
     ``strict`` (transaction_id): a variable that is missing, null or "" makes the whole value
     missing, since ``-song`` for every record without a messageId would collapse them."""
-    parts: list[str | Getter] = []
-    names: list[tuple[str, Getter]] = []
-    position = 0
-    for match in _PLACEHOLDER.finditer(text):
-        parts.append(text[position:match.start()])
-        dotted = match.group(1)
-        dotted = dotted[2:] if dotted.startswith("$.") else dotted
-        getter = dotted_getter(dotted)
-        parts.append(getter)
-        names.append((dotted, getter))
-        position = match.end()
-    parts.append(text[position:])
-    pieces = tuple(p for p in parts if p != "")
-    constant = not names
+    from segmetro.mapping import directives  # directives imports this module
 
-    if strict:
-        def render_strict(record: Any) -> Any:
-            out = []
-            for piece in pieces:
-                if piece.__class__ is str:
-                    out.append(piece)
-                else:
-                    value = piece(record)
-                    if value is MISSING or value is None or value == "":
-                        return MISSING
-                    out.append(render_scalar(value))
-            return "".join(out)
+    names = [(a or b).strip() for a, b in directives.PLACEHOLDERS.findall(text)]
+    if any(name.startswith("$.") for name in names):
+        text = directives.PLACEHOLDERS.sub(
+            lambda m: m.group(0).replace("$.", "", 1), text)
+        names = [name[2:] if name.startswith("$.") else name for name in names]
+    keys = [directives.path_keys(name) for name in names]
+    render, walk = directives.render, directives.walk
+    tried = f"the template {text!r}"
+    if not strict:
+        return FieldValue(lambda record: render(text, record), tried, not names)
 
-        def missing(record: Any) -> str:
-            absent = [name for name, get in names if get(record) in (MISSING, None, "")]
-            return (f"the template {text!r} has no value for {', '.join(absent)} in this "
-                    "record")
+    def absent(record: Any) -> list[str]:
+        return [name for name, path in zip(names, keys)
+                if walk(record, path) in (MISSING, None, "")]
 
-        return FieldValue(render_strict, f"the template {text!r}", constant, missing)
+    def render_strict(record: Any) -> Any:
+        return MISSING if absent(record) else render(text, record)
 
-    def render(record: Any) -> str:
-        out = []
-        for piece in pieces:
-            if piece.__class__ is str:
-                out.append(piece)
-            else:
-                value = piece(record)
-                if value is not MISSING and value is not None:
-                    out.append(render_scalar(value))
-        return "".join(out)
+    def missing(record: Any) -> str:
+        return f"the template {text!r} has no value for {', '.join(absent(record))} in this record"
 
-    return FieldValue(render, f"the template {text!r}", constant)
+    return FieldValue(render_strict, tried, not names, missing)
 
 
 PROPERTY_OPTIONS = ("from", "set", "pick", "omit", "flatten", "stringify")
