@@ -138,13 +138,25 @@ def _number(value: int | float) -> Any:
 
 
 def js_json(value: Any) -> Any:
-    """``value`` with its numbers spelled as ``JSON.stringify`` spells them (see module doc).
-    Values without floats or unsafe integers come back as they are, unchanged."""
+    """``value`` as ``JSON.stringify`` writes it (see the module doc). A value that needs no
+    change (no float, no unsafe integer, no array-index key) comes back as it is: the common
+    flat object of strings and small integers costs one pass over its items."""
+    if value.__class__ is dict:
+        for key, item in value.items():
+            kind = item.__class__
+            if not (kind is str or kind is bool or item is None or
+                    (kind is int and -_SAFE < item < _SAFE)) or "0" <= key[:1] <= "9":
+                return _js_json(value)
+        return value
+    return _js_json(value)
+
+
+def _js_json(value: Any) -> Any:
     kind = value.__class__
     if kind is dict:
         changed = None
         for key, item in value.items():
-            fixed = js_json(item)
+            fixed = _js_json(item)
             if fixed is not item:
                 if changed is None:
                     changed = dict(value)
@@ -155,7 +167,7 @@ def js_json(value: Any) -> Any:
             return value
         return js_order(changed)
     if kind is list:
-        fixed_items = [js_json(item) for item in value]
+        fixed_items = [_js_json(item) for item in value]
         return value if all(a is b for a, b in zip(fixed_items, value)) else fixed_items
     if kind is float or (kind is int and not -_SAFE < value < _SAFE):
         return _number(value)

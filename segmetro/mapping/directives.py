@@ -106,7 +106,32 @@ def walk(payload: Any, keys: list[str] | None) -> Any:
 
 
 def getter(path: str) -> Resolver:
+    """A walk compiled for one path: plain dictionary lookups while the values are objects (the
+    common case), JavaScript's rules (falsy values, arrays, strings) from where they are not."""
     keys = path_keys(path.replace("$.", "", 1))
+    if keys is None:
+        return lambda payload: payload
+    if len(keys) == 1:
+        (first,) = keys
+
+        def get1(payload: Any) -> Any:
+            if payload.__class__ is dict:
+                return payload.get(first, MISSING)
+            return walk(payload, keys)
+
+        return get1
+    if len(keys) == 2:
+        first, second = keys
+
+        def get2(payload: Any) -> Any:
+            if payload.__class__ is dict:
+                inner = payload.get(first, MISSING)
+                if inner.__class__ is dict:
+                    return inner.get(second, MISSING)
+                return walk(inner, keys[1:])
+            return walk(payload, keys)
+
+        return get2
     return lambda payload: walk(payload, keys)
 
 
@@ -545,6 +570,9 @@ def field_value(mapping: Any, strict: bool = False):
 
     resolver = compile_directive(mapping)
     tried = f"the directive {orjson.dumps(mapping).decode()[:120]}"
+    if mapping.__class__ is dict and set(mapping) - {"_metadata"} == {"@path"} and \
+            isinstance(mapping["@path"], str):
+        return FieldValue(resolver, tried)  # data from the record holds no missing value
 
     def get(record: Any) -> Any:
         try:
