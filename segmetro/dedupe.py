@@ -15,6 +15,7 @@ Python set of the strings alone takes over 100.
 
 from __future__ import annotations
 
+import os
 from array import array
 from bisect import bisect_right
 
@@ -25,6 +26,14 @@ _MASK64 = (1 << 64) - 1
 _PLACE_BITS = 40
 _PLACE_MASK = (1 << _PLACE_BITS) - 1
 _CONTENT_MASK = (1 << 24) - 1
+
+
+def _span_of(name: str) -> int:
+    """More than the lines ``name`` can hold: one a byte (stdin and the unknown: 2^32)."""
+    try:
+        return os.path.getsize(name) + 2
+    except OSError:
+        return 1 << 32
 
 
 def _is_prime(n: int) -> bool:
@@ -61,7 +70,7 @@ class SeenIds:
         self._bases: list[int] = []  # the place of line 0 of each file
         self._file = None
         self._base = 0
-        self._last_line = 0
+        self._span = 0
 
     def _size(self, capacity: int) -> None:
         self._capacity = capacity
@@ -74,16 +83,15 @@ class SeenIds:
         return self._capacity * 16
 
     def place(self, file: str, line: int) -> int:
-        """A run-wide number for ``file:line`` (files arrive one after another)."""
+        """A run-wide number for ``file:line``. Files arrive one after another, each numbered
+        after the lines the previous one can have (its size in bytes bounds them)."""
         if file != self._file:
             if self._file is not None:
-                self._base += self._last_line + 1
+                self._base += self._span
             self._file = file
             self._files.append(file)
             self._bases.append(self._base)
-            self._last_line = 0
-        if line > self._last_line:
-            self._last_line = line
+            self._span = _span_of(file)
         return (self._base + line) & _PLACE_MASK
 
     def where(self, place: int) -> str:
@@ -92,9 +100,10 @@ class SeenIds:
             return "?"
         return f"{self._files[index]}:{place - self._bases[index]}"
 
-    def check(self, txid: str, content: bytes, place: int) -> int | str:
-        key = hash(txid) & _MASK64 or 1
-        value = ((hash(content) & _CONTENT_MASK) << _PLACE_BITS) | place
+    def check(self, txid: str, content: bytes, place: int, _mask: int = _MASK64,
+              _content: int = _CONTENT_MASK, _bits: int = _PLACE_BITS) -> int | str:
+        key = hash(txid) & _mask or 1
+        value = ((hash(content) & _content) << _bits) | place
         keys = self._keys
         capacity = self._capacity
         slot = key % capacity
@@ -105,7 +114,7 @@ class SeenIds:
                 break
             if found == key:
                 stored = self._values[slot]
-                if stored >> _PLACE_BITS == value >> _PLACE_BITS:
+                if stored >> _bits == value >> _bits:
                     return self.SAME
                 return self.where(stored & _PLACE_MASK)
             if not step:

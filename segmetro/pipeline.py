@@ -56,7 +56,8 @@ def process(records: Iterable[SegmentRecord], mappings: MappingSet,
     few thousand records so a run that lasts hours judges each record against its own time."""
     apply = mappings.apply
     seen = SeenIds()
-    check, place, dumps = seen.check, seen.place, orjson.dumps
+    check, dumps = seen.check, orjson.dumps
+    current_file, base = None, 0
     clock = window if callable(window) else None
     if clock is not None:
         window = clock()
@@ -84,7 +85,10 @@ def process(records: Iterable[SegmentRecord], mappings: MappingSet,
                 yield Outcome(REJECTED, record, event, "validate", problem[0], problem[1],
                               result.mapping, final)
                 continue
-            first = check(event["transaction_id"], dumps(event), place(record.file, record.line))
+            if record.file is not current_file:  # a run-wide number for file:line
+                current_file = record.file
+                base = seen.place(current_file, 0)
+            first = check(event["transaction_id"], dumps(event), base + record.line)
             if first == SeenIds.NEW:
                 yield Outcome(EVENT, record, event, mapping=result.mapping, final=final)
             elif first == SeenIds.SAME:
