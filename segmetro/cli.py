@@ -391,6 +391,114 @@ def check_state_apart(state_dir: str, inputs: InputSet) -> None:
                               "directory is segmetro's own; keep inputs elsewhere")
 
 
+def read_account(settings, search_rate: float = 1.0):
+    from segmetro.account import AccountClient
+
+    client = AccountClient(settings, search_rate)
+    try:
+        return client, client.account()
+    except BaseException:
+        client.close()
+        raise
+
+
+@cli.command(epilog="Exit codes: 0 every valid event would bill; 1 some would not (or records "
+             "were rejected); 2 usage or configuration error; 3 token refused, wrong URL or "
+             "Metronome unreachable; 70 internal error.")
+@inputs_argument()
+@mapping_option
+@click.option("--by-day", is_flag=True, help="Break the usage down by day too.")
+@click.option("--json", "as_json", is_flag=True, help="Print the findings as one JSON object.")
+@validation_options
+@connection_options
+def preflight(inputs, mapping_path, by_day, as_json, now_ms, backdate_days, rejects_path, quiet,
+              max_line_bytes, api_token, api_token_file, base_url, timeout):
+    """Will it bill? Check a backfill against the account's metrics and customers first.
+
+    Maps and validates like a dry run (nothing is sent), reads the account's billable metrics
+    and customers (read-only, every page), and reports per event_type the metrics each event
+    matches, the events no metric takes and why, unknown and archived customers, and the usage
+    the backfill adds per metric and customer.
+
+    \b
+    Examples:
+      segmetro preflight samples/segment-export.jsonl --now 2026-11-25T00:00:00Z
+      segmetro preflight 'archive/*.gz' -m mappings/tokens-as-string.yaml --by-day --json
+    """
+    from segmetro.preflight import assess, preflight_json, preflight_status
+
+    terminal = Terminal(quiet=quiet or as_json)
+    settings = upload_settings(api_token, base_url, timeout, api_token_file)
+    flow = make_flow("preflight", terminal, inputs, mapping_path, now_ms, backdate_days,
+                     rejects_path, max_line_bytes)
+    client, account = read_account(settings)
+    client.close()
+    report, assessment, _sample, _outside = assess(flow, account, by_day)
+    session().printed = True
+    if as_json:
+        terminal.json(preflight_json(report, assessment))
+    else:
+        terminal.summary(report)
+        terminal.preflight(assessment)
+    sys.exit(int(preflight_status(report, assessment)))
+
+
+@cli.command(epilog="Exit codes: 0 nothing short or missing; 1 usage below what the backfill "
+             "adds, or sampled events missing or unmatched; 2 usage or configuration error; 3 "
+             "token refused, wrong URL or Metronome unreachable; 70 internal error.")
+@inputs_argument()
+@mapping_option
+@click.option("--since", "since", metavar="TIME", callback=_now_option,
+              help="Only events at or after this time (a date or RFC 3339, UTC).")
+@click.option("--until", "until", metavar="TIME", callback=_now_option,
+              help="Only events before this time.")
+@click.option("--sample", default=100, show_default=True, type=click.IntRange(0),
+              help="Transaction ids to look up with /v1/events/search.")
+@click.option("--search-rate", default=1.0, show_default=True, type=click.FloatRange(0.01),
+              help="Event search requests a second (Metronome rate-limits it heavily).")
+@click.option("--seed", default=0, show_default=True, help="Seed of the sample.")
+@click.option("--json", "as_json", is_flag=True, help="Print the findings as one JSON object.")
+@validation_options
+@connection_options
+def reconcile(inputs, mapping_path, since, until, sample, search_rate, seed, as_json, now_ms,
+              backdate_days, rejects_path, quiet, max_line_bytes, api_token, api_token_file,
+              base_url, timeout):
+    """After a send: did Metronome count what the backfill sent?
+
+    Computes the usage the inputs should have added (as preflight does), asks Metronome for it
+    (POST /v1/usage, by day) and lists every customer x metric x day below it; then looks up a
+    sample of transaction ids (POST /v1/events/search, paced) and lists those not found or not
+    matched to a customer or metric.
+
+    \b
+    Examples:
+      segmetro reconcile samples/segment-export.jsonl --now 2026-11-25T00:00:00Z --json
+    """
+    from segmetro.preflight import Reconciliation, assess, check_sample, compare_usage
+
+    terminal = Terminal(quiet=quiet or as_json)
+    settings = upload_settings(api_token, base_url, timeout, api_token_file)
+    flow = make_flow("reconcile", terminal, inputs, mapping_path, now_ms, backdate_days,
+                     rejects_path, max_line_bytes)
+    client, account = read_account(settings, search_rate)
+    with client:
+        report, assessment, chosen, outside = assess(flow, account, True, sample, seed, since,
+                                                     until)
+        result = Reconciliation(outside_window=outside)
+        compare_usage(client, assessment, result)
+        check_sample(client, chosen, result)
+    status = report.exit_status()
+    if status in (ExitStatus.OK, ExitStatus.REJECTED):
+        status = ExitStatus.REJECTED if result.failed() else ExitStatus.OK
+    session().printed = True
+    if as_json:
+        terminal.json({**report.as_json(), **result.as_json(), "exit_status": int(status)})
+    else:
+        terminal.summary(report)
+        terminal.reconciliation(result)
+    sys.exit(int(status))
+
+
 @cli.command("check-auth", epilog="Exit codes: 0 the token was accepted; 2 no token, or one "
              "that cannot be a token; 3 refused, wrong URL or unreachable.")
 @connection_options
@@ -608,8 +716,20 @@ def inspect(inputs, type_filter, event_filter, limit, as_json):
               help="Judge event timestamps as if it were this time. Default: now.")
 @click.option("--backdate-days", default=DEFAULT_BACKDATE_DAYS, show_default=True,
               type=click.IntRange(0), help="Oldest event accepted, in days before now.")
+@click.option("--billable-metrics", "metrics_file", type=click.Path(dir_okay=False),
+              help="Serve the account's billable metrics from this JSON file (Metronome's list "
+                   "response, or a list); enables the read side (metrics, customers, event "
+                   "search, usage).")
+@click.option("--customers", "customers_file", type=click.Path(dir_okay=False),
+              help="Serve the account's customers from this JSON file (list response or list).")
+@click.option("--page-size", default=100, show_default=True, type=click.IntRange(1, 100),
+              help="Most items a page of the read side holds.")
+@click.option("--lose-rate", default=0.0, type=click.FloatRange(0, 1),
+              help="Share of accepted events acknowledged but left out of usage (to rehearse a "
+                   "reconcile that finds a shortfall).")
 def emulator(host, port, token, store, latency, latency_jitter, error_rate, throttle_rate,
-             retry_after, drop_rate, max_events_per_second, seed, now_ms, backdate_days):
+             retry_after, drop_rate, max_events_per_second, seed, now_ms, backdate_days,
+             metrics_file, customers_file, page_size, lose_rate):
     """Run a local Metronome-compatible /v1/ingest server to rehearse a backfill.
 
     It checks auth, batch size and every event as Metronome does, dedupes by transaction_id,
@@ -627,9 +747,15 @@ def emulator(host, port, token, store, latency, latency_jitter, error_rate, thro
     if not is_loopback(host):
         raise ConfigError(f"--host {host}: the emulator listens on loopback addresses only")
     faults = Faults(latency, latency_jitter, error_rate, throttle_rate, retry_after, drop_rate,
-                    max_events_per_second, seed)
+                    max_events_per_second, lose_rate, seed)
+    account = None
+    if metrics_file or customers_file:
+        from segmetro.emulator_account import AccountService
+
+        account = AccountService(read_list("--billable-metrics", metrics_file),
+                                 read_list("--customers", customers_file), page_size)
     store_file = open_store(store) if store else None
-    state = EmulatorState(token, faults, now_ms, backdate_days, store_file)
+    state = EmulatorState(token, faults, now_ms, backdate_days, store_file, account=account)
     terminal = Terminal()
 
     def ready(bound: int) -> None:
@@ -648,6 +774,22 @@ def emulator(host, port, token, store, latency, latency_jitter, error_rate, thro
         if store_file is not None:
             store_file.close()
     terminal.json(state.stats())
+
+
+def read_list(option: str, path: str | None) -> list:
+    """A fixture: Metronome's list response ({"data": [...]}) or a plain list."""
+    if path is None:
+        return []
+    try:
+        with open(path, "rb") as handle:
+            document = orjson.loads(handle.read())
+    except (OSError, orjson.JSONDecodeError) as error:
+        raise ConfigError(f"{option} {path}: {getattr(error, 'strerror', None) or error}") \
+            from None
+    items = document.get("data") if isinstance(document, dict) else document
+    if not isinstance(items, list):
+        raise ConfigError(f"{option} {path}: expected {{\"data\": [...]}} or a list")
+    return items
 
 
 def main() -> None:

@@ -31,6 +31,7 @@ from typing import IO
 import httptools
 import orjson
 
+from segmetro.emulator_account import AccountService
 from segmetro.events import DEFAULT_BACKDATE_DAYS, MAX_BATCH, Window, check_event
 from segmetro.files import open_private
 from segmetro.timestamps import now_ms
@@ -53,6 +54,7 @@ class Faults:
     retry_after: float = 0.05  # seconds, for the 429s above
     drop_rate: float = 0.0  # share whose connection is closed after the batch was stored
     max_events_per_second: float = 0.0  # hard limit, 429 beyond it; 0 for none
+    lose_rate: float = 0.0  # share of accepted events acknowledged but never counted in usage
     seed: int = 0
 
 
@@ -72,6 +74,7 @@ class EmulatorState:
     started: float = field(default_factory=time.monotonic)
     first_accept: float | None = None  # when the first and last batches were stored
     last_accept: float | None = None
+    account: "AccountService | None" = None  # the read side, when given fixtures
 
     def __post_init__(self) -> None:
         self.random = random.Random(self.faults.seed)
@@ -117,9 +120,14 @@ class EmulatorState:
             txid = event["transaction_id"]
             if txid in seen:
                 self.duplicates += 1
+                if self.account is not None:
+                    self.account.duplicate(txid)
                 continue
             seen.add(txid)
             self.accepted += 1
+            if self.account is not None and not (
+                    self.faults.lose_rate and self.random.random() < self.faults.lose_rate):
+                self.account.keep(event)
             if store is not None:
                 lines.append(orjson.dumps(event))
         if lines:
@@ -205,6 +213,7 @@ class _Request:
     headers: dict
     body: bytes = b""
     keep_alive: bool = True
+    query: str = ""
 
 
 class _Refused(Exception):
@@ -350,9 +359,9 @@ class _HTTPProtocol(asyncio.Protocol):
     def on_message_complete(self) -> None:
         self.reading = False
         method = self.parser.get_method().decode("latin-1")
-        self.queue.append(_Request(method, self._url.decode("latin-1").split("?", 1)[0],
-                                   self._headers, b"".join(self._body),
-                                   self.parser.should_keep_alive()))
+        path, _, query = self._url.decode("latin-1").partition("?")
+        self.queue.append(_Request(method, path, self._headers, b"".join(self._body),
+                                   self.parser.should_keep_alive(), query))
 
     def _refuse(self, answer: Answer) -> None:
         self.state.requests_by_status[answer.status] += 1
@@ -404,6 +413,14 @@ class _HTTPProtocol(asyncio.Protocol):
             if self.state.store is not None:
                 self.state.store.flush()
             return Answer(200, orjson.dumps(self.state.stats()))
+        account = self.state.account
+        if account is not None and path in account.ROUTES:
+            if not authorized(self.state, request.headers):
+                return _message(401, "Unauthorized")
+            if method != account.ROUTES[path]:
+                return _message(405, f"use {account.ROUTES[path]}")
+            status, payload = account.handle(path, request.query, request.body)
+            return Answer(status, orjson.dumps(payload))
         return _message(404, f"no route {method} {path}")
 
     def _respond(self, answer: Answer, close: bool = False) -> None:

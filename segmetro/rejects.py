@@ -46,7 +46,7 @@ class RejectsFile:
         self.fresh = fresh
         self.appended = not fresh and os.path.exists(path)
         self.written = 0
-        self._regular = True
+        self.regular = True  # a regular file (fsync makes sense), not /dev/null or a pipe
         self._fd: int | None = None
         self.fingerprints: dict[str, str] = {}  # file -> content fingerprint, with --state
         self._already: set[tuple] = set()  # rejections an interrupted run already wrote
@@ -128,18 +128,19 @@ class RejectsFile:
         if self.fresh:
             self._fd, self.path = _create_fresh(self.path)
         else:
-            self._fd, self._regular = open_private(self.path, append=True, what="--rejects")
+            self._fd, self.regular = open_private(self.path, append=True, what="--rejects")
+            self.appended = self.appended and self.regular
 
     def flush(self) -> None:
         """Make what was written durable (before a checkpoint says it was written)."""
-        if self._fd is not None and self._regular:
+        if self._fd is not None and self.regular:
             os.fsync(self._fd)
 
     def close(self) -> None:
         if self._fd is not None:
             fd, self._fd = self._fd, None
             try:
-                if self._regular:
+                if self.regular:
                     os.fsync(fd)
             finally:
                 os.close(fd)

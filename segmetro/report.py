@@ -42,6 +42,7 @@ class RunReport:
     files_skipped: list[str] = field(default_factory=list)
     rejects_path: str | None = None
     rejects_appended: bool = False
+    rejects_private: bool = True  # a file segmetro created 0600 (not /dev/null or a pipe)
     elapsed: float = 0.0
     dry_run: bool = True
     upload: UploadStats | None = None
@@ -179,7 +180,8 @@ def summary_lines(report: RunReport) -> list[str]:
                      f"{escape(str(example))}")
     if report.rejects_path:
         how = "appended to" if report.rejects_appended else "written to"
-        lines.append(f"  rejects {how} {escape(report.rejects_path)} (mode 0600)")
+        mode = " (mode 0600)" if report.rejects_private else ""
+        lines.append(f"  rejects {how} {escape(report.rejects_path)}{mode}")
     if report.upload is not None and report.upload.aborted and \
             report.upload.aborted != report.error:
         lines.append(f"  [bold red]aborted:[/] {escape(report.upload.aborted)}")
@@ -191,6 +193,100 @@ def summary_lines(report: RunReport) -> list[str]:
                      "input not read to the end")
     for warning in report.warnings:
         lines.append(f"  [yellow]warning:[/] {escape(warning)}")
+    return lines
+
+
+REASON_WORDS = {
+    "no-metric-for-event-type": "no billable metric takes the event_type",
+    "sql-metric-only": "only SQL metrics name the event_type (not checked here)",
+    "property-filter-not-met": "a metric's property filter is not met",
+    "aggregation-key-missing": "the aggregated property is missing",
+    "aggregation-key-not-number": "the aggregated property is not a number",
+    "unknown-customer": "customer_id is neither a customer id nor an ingest alias",
+    "archived-customer": "the customer is archived",
+}
+
+
+def _value(value: Any) -> str:
+    if isinstance(value, float):
+        return f"{value:,.6g}"
+    return f"{value:,}" if isinstance(value, int) else str(value)
+
+
+def preflight_lines(assessment) -> list[str]:
+    style = "bold red" if assessment.unbillable else "bold green"
+    lines = [f"[bold]will it bill[/] ({len(assessment.account.metrics)} billable metrics, "
+             f"{len(assessment.account.customers.by_key):,} customer ids and aliases):",
+             f"  [{style}]billable  {assessment.billable:>10,}[/]  of {assessment.events:,} "
+             "valid events"]
+    if assessment.uncertain:
+        lines.append(f"  [yellow]uncertain {assessment.uncertain:>10,}[/]  only a number "
+                     "property compared with string values takes them (undocumented)")
+    lines.append(f"  [{style}]unbillable{assessment.unbillable:>10,}[/]")
+    for reason, count in assessment.unbillable_by_reason.most_common():
+        lines.append(f"    {count:>18,}  {reason}: {REASON_WORDS.get(reason, reason)}; e.g. "
+                     f"{escape(assessment.reason_examples[reason])}")
+    lines.append("  per event_type:")
+    names = {m.id: m.name for m in assessment.account.metrics}
+    for event_type, counts in sorted(assessment.by_event_type.items()):
+        matched = [f"{names[key[7:]]} ({counts[key]:,})" for key in counts
+                   if key.startswith("metric:")]
+        lines.append(f"    {escape(event_type)}: {counts['events']:,} events, "
+                     f"{counts['unbillable']:,} unbillable; metrics: "
+                     f"{escape(', '.join(matched)) or 'none'}")
+    if assessment.unknown_customer_ids:
+        top = ", ".join(f"{escape(k)} ({v:,})" for k, v in
+                        assessment.unknown_customer_ids.most_common(5))
+        lines.append(f"  unknown customers: {sum(assessment.unknown_customer_ids.values()):,} "
+                     f"events: {top}")
+    if assessment.archived_customer_ids:
+        top = ", ".join(f"{escape(k)} ({v:,})" for k, v in
+                        assessment.archived_customer_ids.most_common(5))
+        lines.append(f"  archived customers: {sum(assessment.archived_customer_ids.values()):,} "
+                     f"events: {top}")
+    for metric in assessment.sql_metrics:
+        lines.append(f"  SQL metric {escape(metric.name)}: its rule cannot be checked here")
+    lines.append("  usage this backfill adds, by metric:")
+    for row in assessment.by_metric():
+        if row["sql"]:
+            lines.append(f"    {escape(row['name'])}: a SQL metric, not evaluated here")
+            continue
+        value = "" if row["value"] is None else f" = {_value(row['value'])}"
+        open_rules = f", {row['uncertain']:,} uncertain (not counted)" if row["uncertain"] else ""
+        lines.append(f"    {escape(row['name'])} ({row['aggregation']}): {row['events']:,} "
+                     f"events{value}{open_rules}")
+    if assessment.by_day or len(assessment.usage) <= 20:
+        lines.append("  by metric, customer" + (" and day:" if assessment.by_day else ":"))
+        for row in assessment.usage_rows()[:200]:
+            day = f" {row['day']}" if "day" in row else ""
+            lines.append(f"    {escape(row['metric'])} · {escape(row['customer_id'])}{day}: "
+                         f"{_value(row['value'])} ({row['events']:,} events)")
+    return lines
+
+
+def reconciliation_lines(result) -> list[str]:
+    style = "bold red" if result.failed() else "bold green"
+    lines = [f"[bold]reconcile[/]: {result.checked:,} customer × metric × day cells checked, "
+             f"[{style}]{len(result.short):,} short[/]"]
+    for row in result.short[:20]:
+        lines.append(f"    {escape(row['metric'])} · {escape(row['customer_id'])} {row['day']}: "
+                     f"Metronome has {_value(row['actual'])}, this backfill alone adds "
+                     f"{_value(row['expected'])}")
+    if result.not_compared:
+        lines.append(f"  {result.not_compared:,} cells of LATEST metrics not compared (no lower "
+                     "bound)")
+    if result.outside_window:
+        lines.append(f"  {result.outside_window:,} events outside --since/--until, left out")
+    lines.append(f"  sampled {result.sampled:,} transaction ids: {len(result.not_found):,} not "
+                 f"found, {len(result.duplicates):,} duplicates, "
+                 f"{len(result.unmatched_customer):,} with no matched customer, "
+                 f"{len(result.unmatched_metric):,} with no matched metric")
+    for label, ids in (("not found", result.not_found),
+                       ("no matched customer", result.unmatched_customer),
+                       ("no matched metric", result.unmatched_metric)):
+        if ids:
+            lines.append(f"    {label}: {escape(', '.join(ids[:5]))}"
+                         + (f" and {len(ids) - 5:,} more" if len(ids) > 5 else ""))
     return lines
 
 
@@ -216,6 +312,15 @@ class Terminal:
             console.print(f"  example events ({len(report.examples)}):")
             for event in report.examples:
                 console.print("    " + escape(scrub(orjson.dumps(event).decode())))
+
+    def preflight(self, assessment) -> None:
+        """The will-it-bill findings under a run's summary (see preflight.py)."""
+        for line in preflight_lines(assessment):
+            self.out.print(scrub(line))
+
+    def reconciliation(self, result) -> None:
+        for line in reconciliation_lines(result):
+            self.out.print(scrub(line))
 
     def warning(self, message: str) -> None:
         self.err.print(f"[yellow]warning:[/] {escape(scrub(message))}")

@@ -116,6 +116,7 @@ class Flow:
         if self.rejects.used:
             report.rejects_path = self.rejects.path
             report.rejects_appended = self.rejects.appended
+            report.rejects_private = self.rejects.regular
         return report
 
 
