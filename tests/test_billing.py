@@ -67,6 +67,8 @@ def records():
         track(12, event="Report", context={"groupId": "acme"}),  # not_in_values, SQL only
         track(13, event="Signed Up", context={"groupId": "acme"}),  # no metric
         tokens(14, cached_flag=True),
+        track(15, event="Tokens Used", context={"groupId": "acme"},
+              properties={"model": "small"}),  # SUM key missing
     ] + [tokens(20 + n, "initech") for n in range(6)]
 
 
@@ -97,9 +99,10 @@ def test_preflight_finds_every_kind_of_unbillable_event(run, write, account_emul
     result = cli(run, "preflight", server, path)
     assert result.exit_code == 1, result.output
     found = orjson.loads(result.stdout)
-    assert found["events"] == 20 and found["billable"] == 11
+    assert found["events"] == 21 and found["billable"] == 11
     assert found["unbillable_by_reason"] == {
         "unknown-customer": 3, "property-filter-not-met": 2, "aggregation-key-not-number": 1,
+        "aggregation-key-missing": 1,
         "archived-customer": 1, "sql-metric-only": 2}  # Report, and Signed Up: a SQL metric
     # might take them, so they are not called unbillable for want of a metric
     assert found["unknown_customers"] == 3
