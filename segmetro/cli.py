@@ -20,7 +20,8 @@ from segmetro.explore import survey, survey_json
 from segmetro.files import check_new_or_own, check_not_input, open_private
 from segmetro.mapping import MappingError, MappingSet, load_mapping
 from segmetro.rejects import RejectsFile, default_path
-from segmetro.report import RunReport, Terminal
+from segmetro.summary import RunReport
+from segmetro.ui import Terminal
 from segmetro.run import Flow, run_local
 from segmetro.sources import (DEFAULT_MAX_LINE_BYTES, InputError, InputSet, expand_inputs,
                               read_records)

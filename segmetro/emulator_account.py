@@ -16,9 +16,6 @@ import orjson
 from segmetro.billing import DAY_MS, Cell, Customers, Metric, judge
 from segmetro.timestamps import format_ms, parse_rfc3339
 
-_ISO = "%Y-%m-%dT%H:%M:%SZ"
-
-
 def _iso(epoch_ms: int) -> str:
     return format_ms(epoch_ms)[:19] + "Z"
 

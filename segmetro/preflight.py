@@ -16,7 +16,7 @@ from typing import Any
 
 from segmetro.account import AccountClient
 from segmetro.billing import DAY_MS, Account, Assessment
-from segmetro.report import RunReport
+from segmetro.summary import RunReport
 from segmetro.run import Flow, run_local
 from segmetro.status import ExitStatus
 from segmetro.timestamps import format_ms, parse_rfc3339

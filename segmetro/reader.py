@@ -34,7 +34,7 @@ import orjson
 from segmetro.events import Window
 from segmetro.mapping import MappingSet, parse_mapping
 from segmetro.pipeline import DUPLICATE, EVENT, REJECTED, SKIPPED, Outcome, process
-from segmetro.sources import ByteCounter, InputFile, InputSet, SegmentRecord, read_records
+from segmetro.sources import ByteCounter, InputSet, SegmentRecord, read_records
 from segmetro.status import ExitStatus, InternalError, SegmetroError, failure
 
 CHUNK = 512  # outcomes a frame

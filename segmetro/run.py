@@ -16,7 +16,7 @@ from segmetro.events import Window
 from segmetro.mapping import MappingSet
 from segmetro.pipeline import EVENT, REJECTED, Outcome, Tally, process
 from segmetro.rejects import RejectsFile
-from segmetro.report import RunReport
+from segmetro.summary import RunReport
 from segmetro.sources import ByteCounter, InputSet, read_records
 from segmetro.status import failure
 

@@ -12,7 +12,7 @@ from contextlib import aclosing
 from typing import AsyncIterator, Callable
 
 from segmetro.pipeline import Outcome
-from segmetro.report import RunReport, UploadStats
+from segmetro.summary import RunReport, UploadStats
 from segmetro.status import ExitStatus, failure
 from segmetro.run import STOP_SIGNALS, Flow, Tick
 from segmetro.reader import ReaderProcess, available, decode

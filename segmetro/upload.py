@@ -39,7 +39,7 @@ from segmetro import __version__
 from segmetro.events import DEFAULT_BASE_URL, MAX_BATCH
 from segmetro.pipeline import Outcome
 from segmetro.redact import register, scrub
-from segmetro.report import UploadStats
+from segmetro.summary import UploadStats
 from segmetro.status import ConfigError
 
 INGEST_PATH = "/v1/ingest"

@@ -1,9 +1,6 @@
 """Will it bill: preflight and reconcile end to end against the emulator's read side, and the
 requests and answers checked against Metronome's OpenAPI document."""
 
-import copy
-from pathlib import Path
-
 import jsonschema
 import orjson
 import pytest

@@ -5,7 +5,7 @@ import stat
 import click
 import orjson
 import pytest
-from conftest import SAMPLE, SAMPLE_NOW, jsonl, read_jsonl, rejects_in, track
+from conftest import SAMPLE, jsonl, read_jsonl, rejects_in, track
 
 from segmetro.cli import cli
 
@@ -265,3 +265,16 @@ def test_unwritable_outputs_are_configuration_errors(run, write, args, message):
     write("in.jsonl", jsonl(track(1)))
     result = run(*args, *NOW)
     assert result.exit_code == 2 and message in result.output
+
+
+def test_the_core_imports_neither_click_nor_rich():
+    """The HTTP modules are left out: httpx imports its own command line (click and rich)."""
+    import subprocess
+    import sys
+
+    code = ("import sys; import segmetro.run, segmetro.checkpoint, segmetro.summary, "
+            "segmetro.billing, segmetro.emulator, segmetro.reader; "
+            "print(sorted(m for m in ('click', 'rich') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True).stdout
+    assert out.strip() == "[]"

@@ -2,7 +2,6 @@
 
 import gzip
 import os
-import resource
 import stat
 import subprocess
 import sys

@@ -2,7 +2,7 @@
 
 import orjson
 import pytest
-from conftest import jsonl, read_jsonl, track
+from conftest import jsonl, track
 
 from segmetro.mapping import MappingError, parse_mapping
 

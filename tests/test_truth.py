@@ -3,14 +3,12 @@
 import os
 import signal
 import subprocess
-import sys
 import time
 
-import httpx
 import orjson
 import pytest
 from conftest import ROOT, jsonl, read_jsonl, track
-from test_checkpoint import (BATCH, CONCURRENCY, TOKEN, children_of, command, emulator,  # noqa: F401
+from test_checkpoint import (TOKEN, children_of, command, emulator,  # noqa: F401
                              export, run_to_end, stored)
 
 from segmetro.checkpoint import FileProgress, Ledger, State

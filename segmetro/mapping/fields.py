@@ -15,7 +15,7 @@ from typing import Any, Callable
 import orjson
 
 from segmetro.jsvalues import js_string
-from segmetro.mapping.paths import MISSING, Getter, compile_path, dotted_getter
+from segmetro.mapping.paths import MISSING, Getter, compile_path
 
 
 @dataclass(slots=True)
