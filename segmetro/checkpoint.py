@@ -124,7 +124,7 @@ class FileProgress:
 class State:
     """Progress of every file this state has seen, with snapshot + journal persistence."""
 
-    def __init__(self, directory: str, mapping_hash: str, destination: str,
+    def __init__(self, directory: str, mapping_hash: str | None, destination: str | None,
                  transaction_id_rule: str = ""):
         self.directory = directory
         self.mapping_hash = mapping_hash
@@ -138,6 +138,15 @@ class State:
     @property
     def rejects_path(self) -> str:
         return os.path.join(self.directory, "rejects.jsonl")
+
+    @property
+    def last_run_path(self) -> str:
+        return os.path.join(self.directory, "last-run.json")
+
+    def save_last_run(self, summary: dict) -> None:
+        """The summary of the run that just ended, for ``segmetro status``."""
+        payload = {"ended": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), **summary}
+        write_atomically(self.last_run_path, orjson.dumps(payload, option=orjson.OPT_INDENT_2))
 
     def _read_snapshot(self) -> dict | None:
         try:
@@ -193,12 +202,12 @@ class State:
         if snapshot.get("version") != STATE_VERSION:
             raise StateError(f"{self.snapshot_path} was written by another version of "
                              "segmetro; use --restart to start over")
-        if snapshot.get("mapping_hash") != self.mapping_hash:
+        if self.mapping_hash is not None and snapshot.get("mapping_hash") != self.mapping_hash:
             raise StateError(f"the state in {self.directory} was made with another mapping "
                              f"({snapshot.get('mapping', '?')}); resuming would mix two "
                              "mappings. Use the same --mapping, another --state, or --restart "
                              "to start over")
-        if snapshot.get("destination") != self.destination:
+        if self.destination is not None and snapshot.get("destination") != self.destination:
             raise StateError(f"the state in {self.directory} was made for "
                              f"{snapshot.get('destination')}, not {self.destination}; use "
                              "another --state, or --restart to start over")
@@ -403,6 +412,20 @@ class Ledger:
         self._last_snapshot = time.monotonic()
 
 
+def preview(flow: "Flow", directory: str, allow_new_transaction_ids: bool = False) -> None:
+    """``--dry-run --state``: what a resume would read, skip and send. Reads the state; writes
+    nothing and takes no lock (a run may hold it)."""
+    if not os.path.isdir(directory):
+        flow.report.resumed = {"state": f"{directory} does not exist yet: everything is read"}
+        return
+    mappings = flow.mappings
+    state = State(directory, mappings.digest, None, mappings.transaction_id_rule)
+    state.load(False, allow_new_transaction_ids)
+    to_read, found = plan(state, flow.inputs.files)
+    flow.inputs.files = to_read
+    flow.report.resumed = {"a resume would": "read what is listed here", **found.summary()}
+
+
 @contextmanager
 def checkpointed(flow: "Flow", directory: str, destination: str, restart: bool = False,
                  snapshot_every: float = 5.0, rejects_named: bool = False,
@@ -433,7 +456,75 @@ def checkpointed(flow: "Flow", directory: str, destination: str, restart: bool =
                 f"PID {lock.took_over}"
         flow.ledger = Ledger(state, found.fingerprints, snapshot_every, flow.rejects.flush,
                              mappings.source)
+        flow.finishers.append(lambda report: state.save_last_run(report.as_json()))
         yield state
     finally:
         state.close()
         lock.release()
+
+
+def lock_holder(directory: str) -> str | None:
+    """The PID holding the run lock of ``directory``, or None when no run holds it."""
+    path = os.path.join(directory, "lock")
+    try:
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0))
+    except OSError:
+        return None
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except OSError:
+            text = os.pread(fd, 200, 0).decode(errors="replace").split()
+            return text[0] if text else "unknown"
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        return None
+    finally:
+        os.close(fd)
+
+
+def status(directory: str, inputs: list[InputFile] = ()) -> dict:
+    """Where a backfill stands (read-only; works while a run holds the lock)."""
+    state = State(directory, None, None)
+    known = os.path.isdir(directory) and any(
+        os.path.exists(os.path.join(directory, name))
+        for name in ("state.json", "journal.jsonl", "last-run.json"))
+    if not known:
+        return {"state": directory, "runs": 0,
+                "message": f"no run has used {directory} yet: a send with --state {directory} "
+                           "starts one"}
+    state.load(False, allow_new_transaction_ids=True)  # read-only: no mapping to compare
+    files = []
+    for fp, progress in sorted(state.files.items(), key=lambda item: item[1].path):
+        entry = {"path": progress.path, "fingerprint": fp}
+        if progress.done:
+            entry["status"] = "done"
+        elif progress.position.seq > 0:
+            entry.update(status="partly done", next_line=progress.position.line,
+                         next_record=progress.position.seq)
+        else:
+            entry["status"] = "not started"
+        files.append(entry)
+    seen = {progress.path for progress in state.files.values()}
+    fingerprints = {fp for fp in state.files}
+    for source in inputs:
+        if source.path not in seen and fingerprint(source.path) not in fingerprints:
+            files.append({"path": source.path, "status": "not started"})
+    rejects: dict = {}
+    if os.path.isfile(state.rejects_path):
+        with open(state.rejects_path, "rb") as handle:
+            for line in handle:
+                try:
+                    entry = orjson.loads(line)
+                except orjson.JSONDecodeError:
+                    continue
+                key = f"{entry.get('stage')}: {entry.get('code')}"
+                rejects[key] = rejects.get(key, 0) + 1
+    last_run = None
+    if os.path.isfile(state.last_run_path):
+        with open(state.last_run_path, "rb") as handle:
+            last_run = orjson.loads(handle.read())
+    holder = lock_holder(directory)
+    return {"state": directory, "files": files,
+            "rejects_by_reason": dict(sorted(rejects.items(), key=lambda kv: -kv[1])),
+            "rejects_path": state.rejects_path if rejects else None,
+            "last_run": last_run, "running": holder is not None, "holder_pid": holder}

@@ -23,8 +23,8 @@ from segmetro.rejects import RejectsFile, default_path
 from segmetro.summary import RunReport
 from segmetro.ui import Terminal
 from segmetro.run import Flow, run_local
-from segmetro.sources import (DEFAULT_MAX_LINE_BYTES, InputError, InputSet, expand_inputs,
-                              read_records)
+from segmetro.sources import (DEFAULT_MAX_LINE_BYTES, STDIN, InputError, InputSet,
+                              expand_inputs, read_records)
 from segmetro.status import EXIT_CODES_HELP, ConfigError, ExitStatus, InternalError, failure
 from segmetro.timestamps import now_ms as current_ms
 from segmetro.timestamps import parse_now
@@ -85,11 +85,14 @@ validation_options = option_group(
                  type=click.IntRange(1024), metavar="BYTES",
                  help="Longer lines are rejected (parse: line-too-long) without being held "
                       "in memory."),
+    click.option("--limit", type=click.IntRange(1), metavar="N",
+                 help="Read only the first N records (to try a mapping on a slice)."),
 )
 
 
 def inputs_argument(required: bool = True) -> Callable:
-    return click.argument("inputs", nargs=-1, required=required, metavar="INPUT...")
+    return click.argument("inputs", nargs=-1, required=required,
+                          metavar="INPUT..." if required else "[INPUT]...")
 
 
 def load_or_exit(terminal: Terminal, mapping_path: str | None) -> MappingSet:
@@ -126,9 +129,14 @@ def live_window(backdate_days: int) -> Callable[[], Window]:
 
 def make_flow(command: str, terminal: Terminal, inputs: tuple[str, ...],
               mapping_path: str | None, now_ms: int | None, backdate_days: int,
-              rejects_path: str | None, max_line_bytes: int = DEFAULT_MAX_LINE_BYTES) -> Flow:
+              rejects_path: str | None, max_line_bytes: int = DEFAULT_MAX_LINE_BYTES,
+              limit: int | None = None) -> Flow:
     mappings = load_or_exit(terminal, mapping_path)
     input_set = expand_or_exit(inputs, max_line_bytes)
+    input_set.limit = limit
+    if STDIN in inputs and sys.stdin.isatty():
+        terminal.warning("reading standard input (a terminal): type or paste events, one JSON "
+                         "object a line, then Ctrl-D")
     if rejects_path is not None:
         check_not_input("--rejects", rejects_path, input_set.files)
         check_new_or_own(rejects_path, "--rejects")
@@ -341,7 +349,7 @@ def upload_settings(api_token, base_url, timeout, api_token_file=None, batch_siz
 @state_options
 def send(inputs, mapping_path, dry_run, show, as_json, now_ms, backdate_days, rejects_path,
          quiet, api_token, api_token_file, base_url, timeout, state_dir, restart,
-         allow_new_transaction_ids, grace_period, checkpoint_interval, max_line_bytes,
+         allow_new_transaction_ids, grace_period, checkpoint_interval, max_line_bytes, limit,
          **upload):
     """Map, validate and send events to Metronome's /v1/ingest.
 
@@ -351,13 +359,16 @@ def send(inputs, mapping_path, dry_run, show, as_json, now_ms, backdate_days, re
       segmetro send 'segment-logs/**/*.gz' -m mappings/default.yaml
       zcat day.gz | segmetro send - --dry-run --json
     """
-    terminal = Terminal(quiet=quiet or as_json)
+    terminal = Terminal(quiet=quiet)
+    refuse_idle_options(dry_run=dry_run, state=bool(state_dir))
     if dry_run:
-        if state_dir:
-            raise ConfigError("--state keeps the progress of real sends; leave it out of a "
-                              "--dry-run")
         flow = make_flow("send", terminal, inputs, mapping_path, now_ms, backdate_days,
-                         rejects_path, max_line_bytes)
+                         rejects_path, max_line_bytes, limit)
+        if state_dir:  # what a resume would read, skip and send; nothing written, no lock
+            from segmetro.checkpoint import preview
+
+            check_state_apart(state_dir, flow.inputs)
+            preview(flow, state_dir, allow_new_transaction_ids)
         with progress_display(terminal, flow) as tick:
             report = run_local(flow, show=show, tick=tick)
         finish(terminal, report, as_json)
@@ -371,7 +382,7 @@ def send(inputs, mapping_path, dry_run, show, as_json, now_ms, backdate_days, re
                           "that is not loopback, Metronome judges timestamps by its own clock "
                           "and would reject what --now lets through; leave --now out")
     flow = make_flow("send", terminal, inputs, mapping_path, now_ms, backdate_days,
-                     rejects_path, max_line_bytes)
+                     rejects_path, max_line_bytes, limit)
     with ExitStack() as stack:
         if state_dir:
             check_state_apart(state_dir, flow.inputs)
@@ -381,6 +392,28 @@ def send(inputs, mapping_path, dry_run, show, as_json, now_ms, backdate_days, re
         tick = stack.enter_context(progress_display(terminal, flow))
         report = run_upload(flow, settings, tick=tick, log=terminal.warning, grace=grace_period)
     finish(terminal, report, as_json)
+
+
+def refuse_idle_options(dry_run: bool, state: bool) -> None:
+    """An option that does nothing in the mode chosen is an error, never silently ignored."""
+    context = click.get_current_context()
+
+    def given(name: str) -> bool:
+        return context.get_parameter_source(name) is click.core.ParameterSource.COMMANDLINE
+
+    idle = []
+    if given("show") and not dry_run:
+        idle.append("--show prints example events of a --dry-run")
+    for name in ("restart", "checkpoint_interval", "allow_new_transaction_ids"):
+        if given(name) and not state:
+            idle.append(f"--{name.replace('_', '-')} works with --state")
+    if dry_run and state:
+        for name in ("restart", "checkpoint_interval"):
+            if given(name):
+                idle.append(f"--{name.replace('_', '-')} does nothing in a --dry-run (it "
+                            "writes no state)")
+    if idle:
+        raise ConfigError("; ".join(idle))
 
 
 def check_state_apart(state_dir: str, inputs: InputSet) -> None:
@@ -413,7 +446,7 @@ def read_account(settings, search_rate: float = 1.0):
 @validation_options
 @connection_options
 def preflight(inputs, mapping_path, by_day, as_json, now_ms, backdate_days, rejects_path, quiet,
-              max_line_bytes, api_token, api_token_file, base_url, timeout):
+              max_line_bytes, limit, api_token, api_token_file, base_url, timeout):
     """Will it bill? Check a backfill against the account's metrics and customers first.
 
     Maps and validates like a dry run (nothing is sent), reads the account's billable metrics
@@ -428,10 +461,10 @@ def preflight(inputs, mapping_path, by_day, as_json, now_ms, backdate_days, reje
     """
     from segmetro.preflight import assess, preflight_json, preflight_status
 
-    terminal = Terminal(quiet=quiet or as_json)
+    terminal = Terminal(quiet=quiet)
     settings = upload_settings(api_token, base_url, timeout, api_token_file)
     flow = make_flow("preflight", terminal, inputs, mapping_path, now_ms, backdate_days,
-                     rejects_path, max_line_bytes)
+                     rejects_path, max_line_bytes, limit)
     client, account = read_account(settings)
     client.close()
     report, assessment, _sample, _outside = assess(flow, account, by_day)
@@ -462,8 +495,8 @@ def preflight(inputs, mapping_path, by_day, as_json, now_ms, backdate_days, reje
 @validation_options
 @connection_options
 def reconcile(inputs, mapping_path, since, until, sample, search_rate, seed, as_json, now_ms,
-              backdate_days, rejects_path, quiet, max_line_bytes, api_token, api_token_file,
-              base_url, timeout):
+              backdate_days, rejects_path, quiet, max_line_bytes, limit, api_token,
+              api_token_file, base_url, timeout):
     """After a send: did Metronome count what the backfill sent?
 
     Computes the usage the inputs should have added (as preflight does), asks Metronome for it
@@ -477,10 +510,10 @@ def reconcile(inputs, mapping_path, since, until, sample, search_rate, seed, as_
     """
     from segmetro.preflight import Reconciliation, assess, check_sample, compare_usage
 
-    terminal = Terminal(quiet=quiet or as_json)
+    terminal = Terminal(quiet=quiet)
     settings = upload_settings(api_token, base_url, timeout, api_token_file)
     flow = make_flow("reconcile", terminal, inputs, mapping_path, now_ms, backdate_days,
-                     rejects_path, max_line_bytes)
+                     rejects_path, max_line_bytes, limit)
     client, account = read_account(settings, search_rate)
     with client:
         report, assessment, chosen, outside = assess(flow, account, True, sample, seed, since,
@@ -498,6 +531,37 @@ def reconcile(inputs, mapping_path, since, until, sample, search_rate, seed, as_
         terminal.summary(report)
         terminal.reconciliation(result)
     sys.exit(int(status))
+
+
+@cli.command(epilog="Exit codes: 0 the state was read (a directory no run used yet included); "
+             "2 it cannot be read.")
+@click.option("--state", "state_dir", required=True, type=click.Path(file_okay=False),
+              metavar="DIR", help="The state directory of the backfill.")
+@click.argument("inputs", nargs=-1, metavar="[INPUT]...")
+@click.option("--json", "as_json", is_flag=True, help="Print it as one JSON object.")
+def status(state_dir, inputs, as_json):
+    """Where a backfill stands: per input done, partly done or not started; rejects by stage and
+    reason; the last run's summary; the PID of a run in progress.
+
+    Read-only: it works while a run holds the lock. Inputs named here that the state has not
+    seen are listed as not started.
+
+    \b
+    Examples:
+      segmetro status --state /var/lib/segmetro/nightly
+      segmetro status --state /var/lib/segmetro/nightly 'archive/*.gz' --json
+    """
+    from segmetro.checkpoint import status as read_status
+
+    files = expand_or_exit(inputs).files if inputs else []
+    found = read_status(state_dir, [f for f in files if f.path != STDIN])
+    terminal = Terminal()
+    session().printed = True
+    if as_json:
+        terminal.json({**found, "exit_status": 0})
+    else:
+        terminal.status(found)
+    sys.exit(int(ExitStatus.OK))
 
 
 @cli.command("check-auth", epilog="Exit codes: 0 the token was accepted; 2 no token, or one "
@@ -531,7 +595,7 @@ def check_auth_command(api_token, api_token_file, base_url, timeout):
               help="Print the summary as JSON on stderr instead of text.")
 @validation_options
 def map_command(inputs, mapping_path, output, as_json, now_ms, backdate_days, rejects_path,
-                quiet, max_line_bytes):
+                quiet, max_line_bytes, limit):
     """Write the Metronome events that would be sent, one JSON object per line.
 
     Invalid records go to the rejects file, not to the output; the summary goes to stderr.
@@ -541,9 +605,9 @@ def map_command(inputs, mapping_path, output, as_json, now_ms, backdate_days, re
       segmetro map samples/segment-export.jsonl > events.jsonl
       segmetro map 'archive/*.gz' -m mappings/tokens-as-string.yaml -o events.jsonl
     """
-    terminal = Terminal(quiet=quiet or as_json)
+    terminal = Terminal(quiet=quiet)
     flow = make_flow("map", terminal, inputs, mapping_path, now_ms, backdate_days, rejects_path,
-                     max_line_bytes)
+                     max_line_bytes, limit)
     to_stdout = output == "-"
     stream = sys.stdout.buffer if to_stdout else open_output("-o/--output", output, flow.inputs)
     where = "standard output" if to_stdout else f"-o {output}"
@@ -575,7 +639,7 @@ def map_command(inputs, mapping_path, output, as_json, now_ms, backdate_days, re
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as one JSON object.")
 @validation_options
 def validate(inputs, mapping_path, as_json, now_ms, backdate_days, rejects_path, quiet,
-             max_line_bytes):
+             max_line_bytes, limit):
     """Check the mapping file; with inputs, map and validate every record.
 
     With inputs it reports as `send --dry-run` does, including transaction ids the run
@@ -586,7 +650,7 @@ def validate(inputs, mapping_path, as_json, now_ms, backdate_days, rejects_path,
       segmetro validate -m mappings/fan-out.yaml
       segmetro validate -m mappings/fan-out.yaml samples/segment-export.jsonl --json
     """
-    terminal = Terminal(quiet=quiet or as_json)
+    terminal = Terminal(quiet=quiet)
     if not inputs:
         mappings = load_or_exit(terminal, mapping_path)
         if as_json:
@@ -600,10 +664,26 @@ def validate(inputs, mapping_path, as_json, now_ms, backdate_days, rejects_path,
                 terminal.warning(warning)
         sys.exit(int(ExitStatus.OK))
     flow = make_flow("validate", terminal, inputs, mapping_path, now_ms, backdate_days,
-                     rejects_path, max_line_bytes)
+                     rejects_path, max_line_bytes, limit)
     with progress_display(terminal, flow) as tick:
         report = run_local(flow, tick=tick)
     finish(terminal, report, as_json)
+
+
+@cli.command()
+def schema():
+    """Print the JSON Schema of mapping files, for editors with a YAML language server.
+
+    \b
+    Examples:
+      segmetro schema > mapping.schema.json
+      # then, first line of a mapping file:
+      # yaml-language-server: $schema=./mapping.schema.json
+    """
+    from importlib import resources
+
+    sys.stdout.write(resources.files("segmetro").joinpath("mapping-schema.json")
+                     .read_text(encoding="utf-8"))
 
 
 @cli.command("import", epilog="Exit codes: 0 written and valid; 2 the file is not Segment "
@@ -623,7 +703,7 @@ def import_command(segment_file, output):
 
     \b
     Examples:
-      segmetro import subscriptions.json -o mappings/from-segment.yaml
+      segmetro import subscriptions.json -o from-segment.yaml
     """
     from segmetro.mapping import segment_import
 
@@ -673,13 +753,13 @@ def inspect(inputs, type_filter, event_filter, limit, as_json):
       segmetro inspect export.jsonl --event "Order Completed" --limit 1000
     """
     terminal = Terminal()
-    groups = survey(read_records(expand_or_exit(inputs)), type_filter, event_filter, limit)
+    found = survey(read_records(expand_or_exit(inputs)), type_filter, event_filter, limit)
     if as_json:
-        terminal.json(survey_json(groups))
+        terminal.json(survey_json(found))
         return
-    if not groups:
+    if not found.groups:
         terminal.out.print("no records matched")
-    for group in groups:
+    for group in found.groups:
         title = group.type + (f' "{group.event}"' if group.event is not None else "")
         terminal.out.print(f"[bold]{escape(title)}[/]: {group.records:,} record(s)")
         for path, stats in group.paths.items():
@@ -688,6 +768,9 @@ def inspect(inputs, type_filter, event_filter, limit, as_json):
             share = stats.count / group.records
             terminal.out.print(f"  {escape(path):<48} {share:>5.0%}  {types:<14} "
                                f"{escape(examples)}")
+    for code, count in found.unreadable.most_common():
+        terminal.warning(f"{count:,} line(s) could not be read ({code}), first at "
+                         f"{found.first_unreadable[code]}")
 
 
 @cli.command()

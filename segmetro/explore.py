@@ -59,13 +59,24 @@ def _visit(value: Any, path: str, group: Group, seen: set) -> None:
             stats.examples.append(shown)
 
 
+@dataclass
+class Survey:
+    groups: list[Group]
+    unreadable: Counter = field(default_factory=Counter)  # parse code -> lines
+    first_unreadable: dict = field(default_factory=dict)  # parse code -> "file:line: reason"
+
+
 def survey(records: Iterable[SegmentRecord], type_filter: str | None = None,
-           event_filter: str | None = None, limit: int | None = None) -> list[Group]:
+           event_filter: str | None = None, limit: int | None = None) -> Survey:
     groups: dict[tuple, Group] = {}
+    unreadable: Counter = Counter()
+    first: dict = {}
     taken = 0
     for record in records:
         data = record.data
-        if data is None:
+        if data is None:  # a line that could not be read: counted, never silently passed over
+            unreadable[record.error_code] += 1
+            first.setdefault(record.error_code, f"{record.place}: {record.error}")
             continue
         kind = data.get("type") if isinstance(data.get("type"), str) else "(no type)"
         event = data.get("event") if isinstance(data.get("event"), str) else None
@@ -81,11 +92,13 @@ def survey(records: Iterable[SegmentRecord], type_filter: str | None = None,
         taken += 1
         if limit is not None and taken >= limit:
             break
-    return sorted(groups.values(), key=lambda g: (-g.records, g.type, g.event or ""))
+    ordered = sorted(groups.values(), key=lambda g: (-g.records, g.type, g.event or ""))
+    return Survey(ordered, unreadable, first)
 
 
-def survey_json(groups: list[Group]) -> list[dict]:
-    return [
+def survey_json(found: Survey) -> dict:
+    groups = found.groups
+    return {"groups": [
         {
             "type": group.type,
             "event": group.event,
@@ -97,4 +110,4 @@ def survey_json(groups: list[Group]) -> list[dict]:
             ],
         }
         for group in groups
-    ]
+    ], "unreadable": dict(found.unreadable), "first_unreadable": found.first_unreadable}

@@ -114,6 +114,8 @@ class Tally:
     rejected_by_stage: Counter = field(default_factory=Counter)
     rejected_by_reason: Counter = field(default_factory=Counter)  # (stage, code) -> count
     reason_examples: dict = field(default_factory=dict)  # (stage, code) -> ("file:line", reason)
+    by_day: Counter = field(default_factory=Counter)  # valid events per day (UTC)
+    outside_by_day: Counter = field(default_factory=Counter)  # (day, code): too old, future
     _last_file: str = ""
     _last_line: int = 0
 
@@ -134,7 +136,9 @@ class Tally:
                 self._last_line, self._last_file = record.line, record.file
         if outcome.kind is EVENT:
             self.events += 1
-            self.by_event_type[outcome.event["event_type"]] += 1
+            event = outcome.event
+            self.by_event_type[event["event_type"]] += 1
+            self.by_day[event["timestamp"][:10]] += 1
         elif outcome.kind is SKIPPED:
             self.skipped_by_type[outcome.code] += 1
         elif outcome.kind is DUPLICATE:
@@ -143,9 +147,11 @@ class Tally:
             self.reject(outcome, outcome.stage, outcome.code, outcome.reason)
 
     def reject(self, outcome: Outcome, stage: str, code: str | None, reason: str | None) -> None:
+        if code in ("timestamp-too-old", "timestamp-in-future"):
+            self.outside_by_day[(outcome.event["timestamp"][:10], code)] += 1
         self.rejected_by_stage[stage] += 1
         key = (stage, code or "rejected")
         self.rejected_by_reason[key] += 1
         if key not in self.reason_examples:  # the first place it happened, to go and look
             record = outcome.record
-            self.reason_examples[key] = (f"{record.file}:{record.line}", reason)
+            self.reason_examples[key] = (record.place, reason)

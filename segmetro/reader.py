@@ -49,7 +49,7 @@ def _encode(outcome: Outcome) -> tuple:
     body = orjson.dumps(data) if data is not None and outcome.kind is not SKIPPED else None
     return (_KIND_NUMBER[outcome.kind], record.file, record.line, record.seq, record.line_seq,
             record.last_on_line, outcome.final, outcome.event, outcome.stage, outcome.code,
-            outcome.reason, outcome.mapping, body, record.raw)
+            outcome.reason, outcome.mapping, body, record.raw, record.origin)
 
 
 def available() -> bool:
@@ -210,11 +210,11 @@ def decode(chunk: list) -> list[Outcome]:
     outcomes = []
     record = None
     for (kind, file, line, seq, line_seq, last_on_line, final, event, stage, code, reason,
-         mapping, body, raw) in chunk:
+         mapping, body, raw, origin) in chunk:
         if record is None or record.seq != seq or record.file != file:
             data = orjson.Fragment(body) if body is not None else None
             record = SegmentRecord(file, line, seq, data, None, None, raw, line_seq,
-                                   last_on_line)
+                                   last_on_line, origin)
         outcomes.append(Outcome(_KINDS[kind], record, event, stage, code, reason, mapping,
                                 final))
     return outcomes

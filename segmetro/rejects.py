@@ -102,9 +102,10 @@ class RejectsFile:
         if fp is not None and self._already and \
                 (fp, record.seq, outcome.mapping, stage) in self._already:
             return
+        origin = record.origin
         entry = {
-            "file": record.file,
-            "line": record.line,
+            "file": record.file if origin is None else origin[0],
+            "line": record.line if origin is None else origin[1],
             "seq": record.seq,
             "stage": stage,
             "code": code or outcome.code,
@@ -114,6 +115,8 @@ class RejectsFile:
         }
         if outcome.event is not None:
             entry["event"] = outcome.event
+        if origin is not None:
+            entry["replayed_from"] = f"{record.file}:{record.line}"
         if fp is not None:
             entry["fingerprint"] = fp
         if self._fd is None:

@@ -19,6 +19,7 @@ from segmetro.rejects import RejectsFile
 from segmetro.summary import RunReport
 from segmetro.sources import ByteCounter, InputSet, read_records
 from segmetro.status import failure
+from segmetro.timestamps import format_ms
 
 Tick = Callable[[Tally, int], None]
 TICK_EVERY = 1024  # outcomes between progress checks: keeps the clock off the hot path
@@ -63,6 +64,7 @@ class Flow:
         self.window = window
         self.rejects = rejects
         self.ledger: Ledger | None = None
+        self.finishers: list[Callable[[RunReport], None]] = []  # after the report is closed
         self.counters: list[ByteCounter] = []
         self.remote_bytes_read: int | None = None  # when a reader process does the reading
         self.started = time.monotonic()
@@ -113,10 +115,18 @@ class Flow:
             except Exception as error:  # noqa: BLE001
                 report.fail(*failure(error))
         report.elapsed = time.monotonic() - self.started
+        window = self.window() if callable(self.window) else self.window
+        report.window = (format_ms(window.earliest_ms), format_ms(window.latest_ms))
         if self.rejects.used:
             report.rejects_path = self.rejects.path
             report.rejects_appended = self.rejects.appended
             report.rejects_private = self.rejects.regular
+        for finisher in self.finishers:
+            try:
+                finisher(report)
+            except Exception as error:  # noqa: BLE001
+                report.fail(*failure(error))
+        self.finishers = []
         return report
 
 

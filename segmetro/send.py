@@ -36,6 +36,8 @@ class _Sender:
         self.grace = grace
         self.interval = interval
         self.stop = asyncio.Event()
+        self.hurry = asyncio.Event()  # a second signal: stop waiting for requests in flight
+        self.log: Callable[[str], None] = uploader.log
 
     def _stopping(self) -> bool:
         return self.uploader.aborted is not None or self.stop.is_set()
@@ -64,9 +66,18 @@ class _Sender:
                     ledger.file_read(message[1])
 
     def _signalled(self, signum: int) -> None:
+        """The first Ctrl-C or SIGTERM stops reading and lets requests in flight finish within
+        the grace period; a second one stops at once."""
+        if self.stop.is_set():
+            self.log("stopping now: requests in flight are abandoned (their events are sent "
+                     "again by the next run)")
+            self.hurry.set()
+            return
         if self.flow.report.interrupted is None:
             self.flow.report.interrupted = signum
         self.stop.set()
+        self.log(f"stopping: waiting up to {self.grace:g} s for "
+                 f"{self.uploader.in_flight} requests in flight (again to stop now)")
 
     async def _housekeeping(self, done: asyncio.Event) -> None:
         """Progress and periodic checkpoints, also while requests drain after the last read."""
@@ -106,7 +117,7 @@ class _Sender:
                 if pending and not self._stopping():
                     await uploader.submit(pending)
                 if self.stop.is_set():
-                    await uploader.drain(timeout=self.grace)
+                    await uploader.drain(timeout=self.grace, interrupt=self.hurry)
         finally:
             done.set()
             await housekeeping

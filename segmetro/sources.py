@@ -55,6 +55,14 @@ class SegmentRecord:
     raw: str | None = None
     line_seq: int = -1  # seq of the first record on this line, when the line holds several
     last_on_line: bool = True  # False for a batch line's items but its last
+    origin: tuple | None = None  # (file, line) it first came from, when replayed from rejects
+
+    @property
+    def place(self) -> str:
+        """Where a person finds the record: its original file:line when replayed."""
+        if self.origin is not None:
+            return f"{self.origin[0]}:{self.origin[1]}"
+        return f"{self.file}:{self.line}"
 
     def resume_after(self) -> "Position":
         """Where a reader restarts to get every record after this one: the next line, unless
@@ -96,6 +104,7 @@ class InputSet:
     skipped: list[str] = field(default_factory=list)  # in directories/globs, not event data
     left_out: list[str] = field(default_factory=list)  # "path: why" (own outputs, repeats, links)
     max_line_bytes: int = DEFAULT_MAX_LINE_BYTES
+    limit: int | None = None  # read only the first N records (--limit)
 
     @property
     def total_bytes(self) -> int | None:
@@ -385,6 +394,26 @@ def _envelope_items(envelope: dict, name: str, line: int, seq: int) -> Iterator[
                             last_on_line=index == last)
 
 
+REJECT_KEYS = frozenset(("file", "line", "stage", "code", "reason", "record"))
+
+
+def _replayed(entry: dict, name: str, line_no: int, seq: int, loads) -> SegmentRecord:
+    """The original record of a line of a rejects file, with the place it first came from."""
+    origin = (entry.get("file"), entry.get("line"))
+    record = entry["record"]
+    if record.__class__ is str:  # a line that was not a JSON object: read it again
+        try:
+            record = loads(record)
+        except orjson.JSONDecodeError as error:
+            code, reason = _parse_error(error)
+            return SegmentRecord(name, line_no, seq, None, reason, code, entry["record"],
+                                 origin=origin)
+    if record.__class__ is not dict:
+        return SegmentRecord(name, line_no, seq, None, "the replayed record is not a JSON object",
+                             "not-object", orjson.dumps(record).decode(), origin=origin)
+    return SegmentRecord(name, line_no, seq, record, origin=origin)
+
+
 def read_file(source: InputFile, counter_sink: list | None = None,
               max_line_bytes: int = DEFAULT_MAX_LINE_BYTES) -> Iterator[SegmentRecord]:
     """Records of one input, in order. ``counter_sink`` receives the file's ByteCounter."""
@@ -397,6 +426,7 @@ def read_file(source: InputFile, counter_sink: list | None = None,
     start = source.start or Position()
     line_no = 0
     seq = start.line_seq
+    replay = None  # a rejects file is read for the original records it holds
     try:
         for _ in range(start.line - 1):  # settled in an earlier run: skip unparsed
             if next(lines, None) is None:
@@ -437,6 +467,12 @@ def read_file(source: InputFile, counter_sink: list | None = None,
                 seq += 1
                 continue
             if data.__class__ is dict:
+                if replay is None:  # the first object says whether this is a rejects file
+                    replay = REJECT_KEYS <= data.keys()
+                if replay and "record" in data:
+                    yield _replayed(data, name, line_no, seq, loads)
+                    seq += 1
+                    continue
                 batch = data.get("batch")
                 if batch.__class__ is list:
                     for record in _envelope_items(data, name, line_no, seq):
@@ -460,7 +496,19 @@ def read_file(source: InputFile, counter_sink: list | None = None,
 
 def read_records(inputs: InputSet, counters: list | None = None,
                  on_file_done: Callable[[str], None] | None = None) -> Iterator[SegmentRecord]:
+    """Every input's records in order; with ``inputs.limit``, only the first N of them (a file
+    cut short is not reported done, so a checkpoint resumes it)."""
+    remaining = inputs.limit
     for source in inputs.files:
-        yield from read_file(source, counters, inputs.max_line_bytes)
+        records = read_file(source, counters, inputs.max_line_bytes)
+        if remaining is None:
+            yield from records
+        else:
+            for record in records:
+                yield record
+                remaining -= 1
+                if remaining <= 0:
+                    records.close()
+                    return
         if on_file_done is not None:
             on_file_done(source.name)

@@ -45,6 +45,7 @@ class RunReport:
     resumed: dict[str, Any] = field(default_factory=dict)  # checkpoint: files skipped / resumed
     inputs_left_out: list[str] = field(default_factory=list)  # "path: why", see sources
     interrupted: int | None = None  # the signal that stopped the run early
+    window: tuple | None = None  # Metronome's accepted timestamps: (earliest, latest)
     error: str | None = None  # what ended the run early, when it did not finish
     error_status: ExitStatus | None = None
 
@@ -68,6 +69,16 @@ class RunReport:
         if self.tally.rejected:
             return ExitStatus.REJECTED
         return ExitStatus.OK
+
+    def by_day(self) -> dict:
+        """Per UTC day: valid events, and those too old or in the future for Metronome."""
+        days: dict = {}
+        for day, count in self.tally.by_day.items():
+            days.setdefault(day, {"events": 0, "too_old": 0, "future": 0})["events"] = count
+        for (day, code), count in self.tally.outside_by_day.items():
+            key = "too_old" if code == "timestamp-too-old" else "future"
+            days.setdefault(day, {"events": 0, "too_old": 0, "future": 0})[key] = count
+        return dict(sorted(days.items()))
 
     def as_json(self) -> dict:
         tally = self.tally
@@ -98,6 +109,9 @@ class RunReport:
             "elapsed_seconds": round(self.elapsed, 3),
             "exit_status": int(self.exit_status()),
             "error": self.error,
+            "by_day": self.by_day(),
+            "window": {"earliest": self.window[0], "latest": self.window[1]}
+            if self.window else None,
             "interrupted": signal.Signals(self.interrupted).name if self.interrupted else None,
             "warnings": self.warnings,
         }

@@ -91,6 +91,46 @@ def summary_lines(report: RunReport) -> list[str]:
                      "input not read to the end")
     for warning in report.warnings:
         lines.append(f"  [yellow]warning:[/] {escape(warning)}")
+    if report.dry_run and report.window and report.tally.records:
+        lines += by_day_lines(report.by_day(), report.window)
+    return lines
+
+
+def by_day_lines(days: dict, window: tuple, width: int = 30, most_rows: int = 40) -> list[str]:
+    """Events per day as bars, with Metronome's window edges marked: what will be accepted."""
+    if not days:
+        return []
+    earliest, latest = window[0][:10], window[1][:10]
+    items = sorted(days.items())
+    if len(items) > most_rows:  # months of history: group the days
+        size = -(-len(items) // most_rows)
+        grouped = []
+        for start in range(0, len(items), size):
+            chunk = items[start:start + size]
+            total = {key: sum(day[key] for _, day in chunk) for key in chunk[0][1]}
+            grouped.append((f"{chunk[0][0]}…", total))
+        items = grouped
+    top = max(max(day["events"], day["too_old"], day["future"]) for _, day in items) or 1
+    lines = [f"  events by day (UTC); Metronome accepts {earliest} to {latest}:"]
+    marked_start = marked_end = False
+    for day, counts in items:
+        if not marked_start and day[:10] >= earliest:
+            lines.append(f"    [dim]──── {earliest}: the 34-day window starts ────[/]")
+            marked_start = True
+        if not marked_end and day[:10] > latest:
+            lines.append(f"    [dim]──── {latest}: the 24-hour future limit ────[/]")
+            marked_end = True
+        parts = []
+        if counts["events"]:
+            bar = "█" * max(1, round(width * counts["events"] / top))
+            parts.append(f"[green]{bar}[/] {counts['events']:,}")
+        for key, label in (("too_old", "too old"), ("future", "in the future")):
+            if counts[key]:
+                bar = "░" * max(1, round(width * counts[key] / top))
+                parts.append(f"[red]{bar}[/] {counts[key]:,} {label}")
+        lines.append(f"    {day:<11} " + "  ".join(parts))
+    if not marked_end:
+        lines.append(f"    [dim]──── {latest}: the 24-hour future limit ────[/]")
     return lines
 
 
@@ -109,6 +149,37 @@ def _value(value: Any) -> str:
     if isinstance(value, float):
         return f"{value:,.6g}"
     return f"{value:,}" if isinstance(value, int) else str(value)
+
+
+def status_lines(found: dict) -> list[str]:
+    if "message" in found:
+        return [escape(found["message"])]
+    lines = [f"[bold]{escape(found['state'])}[/]: "
+             + (f"[yellow]a run is in progress (PID {found['holder_pid']})[/]"
+                if found["running"] else "no run in progress")]
+    counts: dict = {}
+    for entry in found["files"]:
+        counts[entry["status"]] = counts.get(entry["status"], 0) + 1
+    lines.append("  inputs: " + (", ".join(f"{n:,} {what}" for what, n in counts.items())
+                                 or "none yet"))
+    for entry in found["files"]:
+        where = (f" (next: line {entry['next_line']:,}, record {entry['next_record']:,})"
+                 if entry["status"] == "partly done" else "")
+        lines.append(f"    {entry['status']:<12} {escape(entry['path'])}{where}")
+    if found["rejects_by_reason"]:
+        lines.append(f"  rejects in {escape(found['rejects_path'])}:")
+        for reason, count in found["rejects_by_reason"].items():
+            lines.append(f"    {count:>10,}  {escape(reason)}")
+    last = found.get("last_run")
+    if last:
+        lines.append(f"  last run ended {last.get('ended')}: exit {last.get('exit_status')}, "
+                     f"{last.get('sent', 0):,} sent, {last.get('events', 0):,} events, "
+                     f"{last.get('rejected', 0):,} rejected"
+                     + (f"; error: {escape(last['error'])}" if last.get("error") else ""))
+        if last.get("by_day") and last.get("window"):
+            lines += by_day_lines(last["by_day"], (last["window"]["earliest"],
+                                                   last["window"]["latest"]))
+    return lines
 
 
 def preflight_lines(assessment) -> list[str]:
@@ -211,6 +282,10 @@ class Terminal:
             for event in report.examples:
                 console.print("    " + escape(scrub(orjson.dumps(event).decode())))
 
+    def status(self, found: dict) -> None:
+        for line in status_lines(found):
+            self.out.print(scrub(line))
+
     def preflight(self, assessment) -> None:
         """The will-it-bill findings under a run's summary (see preflight.py)."""
         for line in preflight_lines(assessment):
@@ -231,8 +306,21 @@ class Terminal:
         return RunProgress(self.err, total_bytes, interval, enabled=shown and not self.quiet)
 
 
+def compact(count: int) -> str:
+    """A count that fits a progress line: 9,876, 12.3k, 1.23M."""
+    if count < 10_000:
+        return f"{count:,}"
+    if count < 1_000_000:
+        return f"{count / 1000:.1f}k"
+    return f"{count / 1_000_000:.2f}M"
+
+
 class RunProgress:
-    """Progress of a run: a rich bar on a terminal, a plain totals line every ``interval`` s."""
+    """Progress of a run: a rich bar on a terminal, labelled so that it reads at 80 columns; a
+    plain line of totals every ``interval`` s otherwise (cron), each starting with its time.
+
+    During a send the main measure is events acknowledged out of events read; bytes read (of
+    the inputs' size, where known) is the secondary one."""
 
     def __init__(self, console: Console, total_bytes: int | None, interval: float,
                  enabled: bool = True):
@@ -244,15 +332,17 @@ class RunProgress:
         self._next = self.started + interval
         self._bar = None
         if enabled and console.is_terminal:
-            from rich.progress import (BarColumn, DownloadColumn, Progress, SpinnerColumn,
-                                       TextColumn, TimeElapsedColumn, TimeRemainingColumn)
+            from rich.progress import (BarColumn, Progress, SpinnerColumn, TextColumn,
+                                       TimeElapsedColumn, TimeRemainingColumn)
 
-            columns = [SpinnerColumn(), TextColumn("{task.description}")]
+            columns = [SpinnerColumn(), TextColumn("{task.fields[main]}")]
             if total_bytes:
-                columns += [BarColumn(), DownloadColumn(), TimeRemainingColumn()]
-            columns += [TextColumn("{task.fields[stats]}"), TimeElapsedColumn()]
+                columns += [BarColumn(bar_width=10), TextColumn("read {task.percentage:>3.0f}%"),
+                            TextColumn("eta"), TimeRemainingColumn(compact=True)]
+            columns += [TimeElapsedColumn(), TextColumn("elapsed")]
             self._bar = Progress(*columns, console=console, transient=True)
-            self._task = self._bar.add_task("reading", total=total_bytes or None, stats="")
+            self._task = self._bar.add_task("run", total=total_bytes or None,
+                                            main="starting")
             self._bar.start()
 
     def update(self, tally: Tally, bytes_done: int, upload: UploadStats | None = None) -> None:
@@ -261,19 +351,25 @@ class RunProgress:
         now = time.monotonic()
         if self._bar is None and now < self._next:
             return
-        elapsed = max(now - self.started, 1e-9)
-        rate = tally.records / elapsed
-        stats = f"{tally.records:,} records ({rate:,.0f}/s), {tally.events:,} events, " \
-                f"{tally.rejected:,} rejected"
-        if upload is not None:
-            stats += f", {upload.sent:,} sent ({upload.sent / elapsed:,.0f}/s), " \
-                     f"{upload.retries:,} retries"
         if self._bar is not None:
-            self._bar.update(self._task, completed=bytes_done, stats=stats)
-        else:
-            self._next = now + self.interval
-            where = f"{bytes_done / self.total:.0%} of input read, " if self.total else ""
-            self.console.print(f"progress: {where}{stats}, {elapsed:.0f}s elapsed")
+            if upload is not None:
+                main = f"{compact(upload.sent)}/{compact(tally.events)} events sent"
+            else:
+                main = f"{compact(tally.records)} records, {compact(tally.events)} valid"
+            self._bar.update(self._task, completed=bytes_done, main=main)
+            return
+        self._next = now + self.interval
+        elapsed = max(now - self.started, 1e-9)
+        parts = [f"{tally.records:,} records ({tally.records / elapsed:,.0f}/s)",
+                 f"{tally.events:,} valid events", f"{tally.rejected:,} rejected"]
+        if upload is not None:
+            parts[:0] = [f"{upload.sent:,} of {tally.events:,} events sent "
+                         f"({upload.sent / elapsed:,.0f}/s)"]
+            parts.append(f"{upload.retries:,} retries")
+        if self.total:
+            parts.append(f"{bytes_done / self.total:.0%} of the input read")
+        stamp = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+        self.console.print(f"{stamp} progress: {', '.join(parts)}, {elapsed:.0f}s elapsed")
 
     def close(self) -> None:
         if self._bar is not None:

@@ -340,18 +340,32 @@ class Uploader:
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    async def drain(self, timeout: float | None = None) -> None:
-        """Wait for the requests in flight; past ``timeout`` seconds, abandon them (their events
-        stay unconfirmed and are sent again by the next run)."""
+    @property
+    def in_flight(self) -> int:
+        return len(self._tasks)
+
+    async def drain(self, timeout: float | None = None,
+                    interrupt: asyncio.Event | None = None) -> None:
+        """Wait for the requests in flight; past ``timeout`` seconds, or once ``interrupt`` is
+        set, abandon them (their events stay unconfirmed and are sent again by the next run)."""
         deadline = None if timeout is None else time.monotonic() + timeout
-        while self._tasks:
-            remaining = None if deadline is None else deadline - time.monotonic()
-            if remaining is not None and remaining <= 0:
-                for task in list(self._tasks):
-                    task.cancel()
-                await asyncio.gather(*list(self._tasks), return_exceptions=True)
-                return
-            await asyncio.wait(list(self._tasks), timeout=remaining)
+        waiter = asyncio.create_task(interrupt.wait()) if interrupt is not None else None
+        try:
+            while self._tasks:
+                remaining = None if deadline is None else deadline - time.monotonic()
+                if (remaining is not None and remaining <= 0) or \
+                        (interrupt is not None and interrupt.is_set()):
+                    for task in list(self._tasks):
+                        task.cancel()
+                    await asyncio.gather(*list(self._tasks), return_exceptions=True)
+                    return
+                pending = list(self._tasks) + ([waiter] if waiter is not None else [])
+                await asyncio.wait(pending, timeout=remaining,
+                                   return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            if waiter is not None:
+                waiter.cancel()
+                await asyncio.gather(waiter, return_exceptions=True)
 
     async def _run(self, batch: Batch, number: int) -> None:
         try:

@@ -205,7 +205,7 @@ def test_validate_window_flags(run, write):
 
 def test_inspect_lists_paths_counts_types_and_examples(run):
     result = run("inspect", SAMPLE, "--event", "Tokens Used", "--json")
-    [group] = orjson.loads(result.stdout)
+    [group] = orjson.loads(result.stdout)["groups"]
     paths = {p["path"]: p for p in group["paths"]}
     assert group["type"] == "track" and group["event"] == "Tokens Used"
     assert paths["$.properties.tokens"]["types"] == {"number": group["records"]}
@@ -278,3 +278,15 @@ def test_the_core_imports_neither_click_nor_rich():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          check=True).stdout
     assert out.strip() == "[]"
+
+
+def test_inspect_reports_lines_it_could_not_read(run, write):
+    import gzip as gz
+
+    body = gz.compress(jsonl(*[track(n) for n in range(3000)]))
+    path = write("cut.gz", body[: len(body) // 2])
+    bad = write("bad.jsonl", jsonl(track(1), b"{oops"))
+    found = orjson.loads(run("inspect", path, bad, "--json").stdout)
+    assert found["unreadable"] == {"bad-gzip": 1, "invalid-json": 1}
+    text = run("inspect", bad).output
+    assert "1 line(s) could not be read (invalid-json), first at" in text and "bad.jsonl:2" in text

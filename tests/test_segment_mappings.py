@@ -122,3 +122,28 @@ def test_a_trigger_segment_misreads_in_an_import_is_reported(run, write):
     write("subs.json", orjson.dumps({**SUBSCRIPTION, "trigger": 'type = "track" AND event = "x"'}))
     result = run("import", "subs.json", "-o", "out.yaml")
     assert result.exit_code == 2 and "lowercase" in result.stderr
+
+
+def test_the_schema_and_the_loader_agree_on_every_example_and_some_mistakes(run):
+    import jsonschema
+    import yaml
+
+    from conftest import ROOT
+    from segmetro.mapping.load import _constructor, _Yaml12Loader
+
+    schema = orjson.loads(run("schema").stdout)
+    examples = sorted((ROOT / "mappings").glob("*.yaml")) + [ROOT / "segmetro" / "default.yaml"]
+    for path in examples:
+        text = path.read_text()
+        document = _constructor.construct_document(yaml.compose(text, Loader=_Yaml12Loader))
+        jsonschema.validate(document, schema)
+        parse_mapping(text, str(path))
+    mistakes = [FIELDS + "      properties: {from: $.properties, flaten: true}\n",
+                FIELDS.replace("fields:", "feilds:"),
+                FIELDS.replace('      customer_id: {"@path": "$.context.groupId"}\n', "")]
+    for text in mistakes:
+        document = _constructor.construct_document(yaml.compose(text, Loader=_Yaml12Loader))
+        with pytest.raises(jsonschema.ValidationError):
+            jsonschema.validate(document, schema)
+        with pytest.raises(MappingError):
+            parse_mapping(text, "m.yaml")
