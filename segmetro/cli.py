@@ -320,6 +320,50 @@ def read_token_file(path: str) -> str:
         raise ConfigError(f"--api-token-file {path}: the first line is not UTF-8 text") from None
 
 
+shard_options = option_group(
+    click.option("--shard", metavar="K/N",
+                 help="Take shard K of N (K from 0) of the inputs: N processes with K = 0..N-1 "
+                      "take disjoint parts that together are all of them."),
+    click.option("--shards", type=click.IntRange(1), envvar="SEGMETRO_SHARDS", metavar="N",
+                 help="N shards, this one's K from JOB_COMPLETION_INDEX (Kubernetes Indexed "
+                      "Jobs) or AWS_BATCH_JOB_ARRAY_INDEX (AWS Batch arrays)."),
+)
+
+
+def apply_shard(flow: Flow, shard_text: str | None, shards: int | None):
+    """Keep this shard's part of the inputs; the report names the shard and what it took."""
+    from segmetro import shards as sharding
+
+    shard = sharding.resolve(shard_text, shards)
+    if shard is None:
+        return None
+    listed = flow.inputs.files
+    flow.inputs.files = sharding.partition(listed, shard)
+    flow.report.files = len(flow.inputs.files)
+    flow.report.shard = {"index": shard.index, "count": shard.count,
+                         "files": len(flow.inputs.files), "of_files": len(listed),
+                         "bytes": sum(f.size or 0 for f in flow.inputs.files)}
+    return shard
+
+
+def shard_state(state_dir: str, shard, restart: bool) -> str:
+    """A shard's own subdirectory of --state; a state made with another N is refused."""
+    if shard is None:
+        return state_dir
+    if os.path.isdir(state_dir) and not restart:
+        others = sorted(name for name in os.listdir(state_dir)
+                        if name.startswith("shard-") and not name.endswith(f"-of-{shard.count}"))
+        if others:
+            raise ConfigError(f"--state {state_dir} holds the progress of another number of "
+                              f"shards ({', '.join(others[:3])}); parts would be read twice or "
+                              f"not at all. Use another --state, or --restart to start over "
+                              f"with {shard.count}")
+    from segmetro.files import private_dir
+
+    private_dir(state_dir)
+    return os.path.join(state_dir, shard.directory)
+
+
 def upload_settings(api_token, base_url, timeout, api_token_file=None, batch_size=MAX_BATCH,
                     rate_limit=0.0, concurrency=64, max_retries=8, max_backoff=8.0,
                     use_gzip=False):
@@ -347,10 +391,14 @@ def upload_settings(api_token, base_url, timeout, api_token_file=None, batch_siz
 @connection_options
 @upload_options
 @state_options
+@shard_options
+@click.option("--rate-limit-redis", metavar="URL",
+              help="redis://HOST:PORT/DB holding one rate budget for every shard (GCRA): "
+                   "--rate-limit is then the total of all of them.")
 def send(inputs, mapping_path, dry_run, show, as_json, now_ms, backdate_days, rejects_path,
          quiet, api_token, api_token_file, base_url, timeout, state_dir, restart,
          allow_new_transaction_ids, grace_period, checkpoint_interval, max_line_bytes, limit,
-         **upload):
+         shard, shards, rate_limit_redis, **upload):
     """Map, validate and send events to Metronome's /v1/ingest.
 
     \b
@@ -364,11 +412,13 @@ def send(inputs, mapping_path, dry_run, show, as_json, now_ms, backdate_days, re
     if dry_run:
         flow = make_flow("send", terminal, inputs, mapping_path, now_ms, backdate_days,
                          rejects_path, max_line_bytes, limit)
+        part = apply_shard(flow, shard, shards)
         if state_dir:  # what a resume would read, skip and send; nothing written, no lock
             from segmetro.checkpoint import preview
 
             check_state_apart(state_dir, flow.inputs)
-            preview(flow, state_dir, allow_new_transaction_ids)
+            preview(flow, os.path.join(state_dir, part.directory) if part else state_dir,
+                    allow_new_transaction_ids)
         with progress_display(terminal, flow) as tick:
             report = run_local(flow, show=show, tick=tick)
         finish(terminal, report, as_json)
@@ -383,15 +433,33 @@ def send(inputs, mapping_path, dry_run, show, as_json, now_ms, backdate_days, re
                           "and would reject what --now lets through; leave --now out")
     flow = make_flow("send", terminal, inputs, mapping_path, now_ms, backdate_days,
                      rejects_path, max_line_bytes, limit)
+    part = apply_shard(flow, shard, shards)
+    budget = rate_budget(settings, part, rate_limit_redis, terminal)
     with ExitStack() as stack:
         if state_dir:
             check_state_apart(state_dir, flow.inputs)
-            stack.enter_context(checkpointed(flow, state_dir, settings.base_url, restart,
-                                             checkpoint_interval, bool(rejects_path),
-                                             allow_new_transaction_ids))
+            stack.enter_context(checkpointed(flow, shard_state(state_dir, part, restart),
+                                             settings.base_url, restart, checkpoint_interval,
+                                             bool(rejects_path), allow_new_transaction_ids))
         tick = stack.enter_context(progress_display(terminal, flow))
-        report = run_upload(flow, settings, tick=tick, log=terminal.warning, grace=grace_period)
+        report = run_upload(flow, settings, tick=tick, log=terminal.warning, grace=grace_period,
+                            budget=budget)
     finish(terminal, report, as_json)
+
+
+def rate_budget(settings, part, redis_url: str | None, terminal: Terminal):
+    """The rate budget's maker: shared in Redis, else this shard's share, else None (local)."""
+    if redis_url:
+        from segmetro.ratelimit import SharedBudget
+
+        count = part.count if part else 1
+        return lambda: SharedBudget(redis_url, settings.rate_limit, count, settings.base_url,
+                                    terminal.warning)
+    if part is not None:
+        from segmetro.ratelimit import TokenBucket
+
+        return lambda: TokenBucket(settings.rate_limit / part.count)
+    return None
 
 
 def refuse_idle_options(dry_run: bool, state: bool) -> None:
@@ -594,8 +662,9 @@ def check_auth_command(api_token, api_token_file, base_url, timeout):
 @click.option("--json", "as_json", is_flag=True,
               help="Print the summary as JSON on stderr instead of text.")
 @validation_options
+@shard_options
 def map_command(inputs, mapping_path, output, as_json, now_ms, backdate_days, rejects_path,
-                quiet, max_line_bytes, limit):
+                quiet, max_line_bytes, limit, shard, shards):
     """Write the Metronome events that would be sent, one JSON object per line.
 
     Invalid records go to the rejects file, not to the output; the summary goes to stderr.
@@ -608,6 +677,7 @@ def map_command(inputs, mapping_path, output, as_json, now_ms, backdate_days, re
     terminal = Terminal(quiet=quiet)
     flow = make_flow("map", terminal, inputs, mapping_path, now_ms, backdate_days, rejects_path,
                      max_line_bytes, limit)
+    apply_shard(flow, shard, shards)
     to_stdout = output == "-"
     stream = sys.stdout.buffer if to_stdout else open_output("-o/--output", output, flow.inputs)
     where = "standard output" if to_stdout else f"-o {output}"

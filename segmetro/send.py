@@ -130,7 +130,9 @@ class _Sender:
 
 def run_upload(flow: Flow, settings: UploadSettings, tick: Tick | None = None,
                log: Callable[[str], None] = lambda message: None, grace: float = 10.0,
-               interval: float = 1.0) -> RunReport:
+               interval: float = 1.0, budget: Callable[[], object] | None = None) -> RunReport:
+    """``budget`` makes the rate budget inside the run's event loop (a Redis-backed one shared
+    by shards); by default a local token bucket at ``settings.rate_limit``."""
     """Read, map, validate and send every valid event; the report says what became of each."""
     report = flow.report
     stats = report.upload = UploadStats()
@@ -148,14 +150,24 @@ def run_upload(flow: Flow, settings: UploadSettings, tick: Tick | None = None,
         if ledger is not None:
             ledger.settle(outcome)
 
-    uploader = Uploader(settings, stats, on_sent=on_sent, on_rejected=on_rejected, log=log)
-    sender = _Sender(flow, uploader, settings.batch_size, tick, grace, interval)
+    async def main() -> None:
+        bucket = budget() if budget is not None else None
+        uploader = Uploader(settings, stats, on_sent=on_sent, on_rejected=on_rejected, log=log,
+                            bucket=bucket)
+        outcome["uploader"] = uploader
+        await _Sender(flow, uploader, settings.batch_size, tick, grace, interval).run()
+        if getattr(uploader.bucket, "failed", None):
+            report.warnings.append(f"the shared rate budget fell back to this shard's share: "
+                                   f"{uploader.bucket.failed}")
+
+    outcome: dict = {}
     try:
-        asyncio.run(sender.run())
+        asyncio.run(main())
     except Exception as error:  # noqa: BLE001 - the reader died, an input vanished, a bug
         report.fail(*failure(error))
-    if uploader.failure is not None:
+    uploader = outcome.get("uploader")
+    if uploader is not None and uploader.failure is not None:
         report.fail(ExitStatus.INTERNAL, uploader.aborted or "internal error while sending")
-    stats.aborted = uploader.aborted
+    stats.aborted = uploader.aborted if uploader is not None else None
     stats.not_attempted = tally.events - stats.sent - tally.rejected_by_stage["api"]
     return flow.finish()

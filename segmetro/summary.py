@@ -46,6 +46,7 @@ class RunReport:
     inputs_left_out: list[str] = field(default_factory=list)  # "path: why", see sources
     interrupted: int | None = None  # the signal that stopped the run early
     window: tuple | None = None  # Metronome's accepted timestamps: (earliest, latest)
+    shard: dict | None = None  # {index, count, files, of_files, bytes} when sharded
     error: str | None = None  # what ended the run early, when it did not finish
     error_status: ExitStatus | None = None
 
@@ -110,6 +111,7 @@ class RunReport:
             "exit_status": int(self.exit_status()),
             "error": self.error,
             "by_day": self.by_day(),
+            "shard": self.shard,
             "window": {"earliest": self.window[0], "latest": self.window[1]}
             if self.window else None,
             "interrupted": signal.Signals(self.interrupted).name if self.interrupted else None,

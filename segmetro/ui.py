@@ -38,6 +38,10 @@ def summary_lines(report: RunReport) -> list[str]:
             else ""
         lines.append(f"  files skipped (not event data): {len(report.files_skipped):,}: "
                      f"{shown}{more}")
+    if report.shard:
+        shard = report.shard
+        lines.append(f"  shard {shard['index']}/{shard['count']}: {_plural(shard['files'], 'file')}"
+                     f" ({shard['bytes']:,} bytes) of the {shard['of_files']:,} listed")
     if report.inputs_left_out:
         shown = "; ".join(escape(p) for p in report.inputs_left_out[:3])
         more = f"; and {len(report.inputs_left_out) - 3:,} more (see --json)" \

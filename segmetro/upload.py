@@ -38,6 +38,7 @@ import orjson
 from segmetro import __version__
 from segmetro.events import DEFAULT_BASE_URL, MAX_BATCH
 from segmetro.pipeline import Outcome
+from segmetro.ratelimit import TokenBucket
 from segmetro.redact import register, scrub
 from segmetro.summary import UploadStats
 from segmetro.status import ConfigError
@@ -131,24 +132,6 @@ def is_loopback(host: str) -> bool:
         return ipaddress.ip_address(host).is_loopback
     except ValueError:
         return False
-
-
-class TokenBucket:
-    """Events-per-second pacing across all requests (GCRA: a reservation clock, FIFO)."""
-
-    def __init__(self, rate: float, burst_seconds: float = 0.1):
-        self.rate = rate
-        self.burst = burst_seconds
-        self._next = time.monotonic()
-
-    async def take(self, events: int) -> None:
-        if self.rate <= 0:
-            return
-        now = time.monotonic()
-        start = max(self._next, now - self.burst)
-        self._next = start + events / self.rate
-        if start > now:
-            await asyncio.sleep(start - now)
 
 
 class AdaptiveLimit:
@@ -286,13 +269,13 @@ class Uploader:
     def __init__(self, settings: UploadSettings, stats: UploadStats,
                  on_sent: Callable[[list[Outcome]], None],
                  on_rejected: Callable[[Outcome, str, str], None],
-                 log: Callable[[str], None] = lambda message: None):
+                 log: Callable[[str], None] = lambda message: None, bucket=None):
         self.settings = settings
         self.stats = stats
         self.on_sent = on_sent
         self.on_rejected = on_rejected
         self.log = log
-        self.bucket = TokenBucket(settings.rate_limit)
+        self.bucket = bucket if bucket is not None else TokenBucket(settings.rate_limit)
         self.limit = AdaptiveLimit(settings.concurrency)
         self.window = SendWindow(settings.concurrency)
         self.paused_until = 0.0
@@ -329,6 +312,7 @@ class Uploader:
         await self.drain()
         for pool in self._pools:
             await pool.aclose()
+        await self.bucket.close()
 
     async def submit(self, outcomes: list[Outcome]) -> None:
         """Queue one batch; waits while the in-flight limit is reached."""
@@ -473,6 +457,7 @@ class Uploader:
             wait = asked if asked is not None else delay
             now = time.monotonic()
             self.paused_until = max(self.paused_until, now + wait)
+            await self.bucket.pause(wait)  # shared: every shard drawing from it waits too
             if now >= self._quiet_until:  # one line per few seconds, however many 429s
                 self._quiet_until = now + 5.0
                 self.log(f"rate limited by Metronome (HTTP 429, limit type {kind}): "
