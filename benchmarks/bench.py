@@ -15,6 +15,9 @@ Parts:
   emulator  requests/s the emulator answers for 100-event batches (raw-socket load generator)
   dedupe    bytes per distinct transaction id of the run-wide repeat check at 5 million ids, and
             its cost per event, against a Python set of the same ids
+  shards    4 sends (two small, two large inputs) against the emulator at 50 ms sharing one
+            --rate-limit-redis budget of 20,000 events/s: the combined rate while all run and
+            after the two small ones finish (needs redis-server)
 
 Output: a table on stdout and benchmarks/out/results.json. The synthetic export is seeded:
 track/identify/page mix, ~840-byte events like analytics.js output with a full context.
@@ -420,6 +423,61 @@ def bench_dedupe(count: int) -> dict:
             "table_us_per_id": out["table"]["seconds"] / count * 1e6}
 
 
+# --- part 7: shards sharing one rate budget in Redis ---------------------------------------------
+
+def bench_shards(inputs: list[Path], budget: float = 20_000) -> dict:
+    """``inputs``: two small exports, then two large ones, with distinct transaction ids (the
+    emulator counts each id once)."""
+    import socket
+
+    import httpx
+
+    if shutil.which("redis-server") is None:
+        return {"skipped": "redis-server is not installed"}
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    redis = subprocess.Popen(["redis-server", "--port", str(port), "--bind", "127.0.0.1",
+                              "--save", "", "--appendonly", "no"],
+                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    time.sleep(0.5)
+    samples: list[tuple[float, int]] = []
+    try:
+        with Emulator("--latency", "50") as emulator, httpx.Client() as client:
+            shards = [subprocess.Popen(segmetro(
+                "send", str(path), "--now", NOW, "--api-token", TOKEN, "--base-url",
+                emulator.url, "-q", "--rate-limit", str(budget), "--rate-limit-redis",
+                f"redis://127.0.0.1:{port}/0", "--rejects", str(OUT / f"shard-{k}.jsonl")),
+                stdout=subprocess.DEVNULL) for k, path in enumerate(inputs)]
+            ended: dict[int, float] = {}
+            while len(ended) < len(shards):
+                now = time.monotonic()
+                stats = client.get(emulator.url + "/stats").json()
+                samples.append((now, stats["accepted"]))
+                for k, shard in enumerate(shards):
+                    if k not in ended and shard.poll() is not None:
+                        ended[k] = now
+                time.sleep(0.25)
+    finally:
+        redis.kill()
+        redis.wait()
+
+    def rate(start: float, end: float) -> float:
+        inside = [(t, n) for t, n in samples if start <= t <= end]
+        (t0, n0), (t1, n1) = inside[0], inside[-1]
+        return (n1 - n0) / (t1 - t0)
+
+    first_start = samples[0][0]
+    small_done = max(ended[0], ended[1])
+    large_done = min(ended[2], ended[3])
+    all_running = rate(first_start + 2.0, min(ended[0], ended[1]) - 1.0)
+    after = rate(small_done + 1.0, large_done - 1.0)
+    return {"budget": budget, "all_running_events_per_s": all_running,
+            "after_two_finished_events_per_s": after,
+            "all_running_off_by": all_running / budget - 1,
+            "after_two_finished_off_by": after / budget - 1}
+
+
 # --- the run ------------------------------------------------------------------------------------
 
 def table(results: dict) -> str:
@@ -470,6 +528,14 @@ def table(results: dict) -> str:
         e = results["emulator"]
         row("emulator: 100-event requests/s answered", f"{e['requests_per_s']:,.0f}",
             "target >= 2,000")
+    if "shards" in results and "budget" in results["shards"]:
+        sh = results["shards"]
+        row("shards: 4 sharing 20,000/s, combined events/s while all run",
+            f"{sh['all_running_events_per_s']:,.0f}",
+            f"{sh['all_running_off_by']:+.1%}, target within +-3 %")
+        row("shards: combined events/s after two finished",
+            f"{sh['after_two_finished_events_per_s']:,.0f}",
+            f"{sh['after_two_finished_off_by']:+.1%}, target within +-3 %")
     if "dedupe" in results:
         d = results["dedupe"]
         row(f"dedupe: table bytes per distinct id at {d['ids']:,}",
@@ -483,7 +549,7 @@ def table(results: dict) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true", help="small inputs (smoke test)")
-    parser.add_argument("--only", default="map,send,rss,mappings,emulator,dedupe",
+    parser.add_argument("--only", default="map,send,rss,mappings,emulator,dedupe,shards",
                         help="comma-separated parts to run")
     parser.add_argument("--rss-large", type=int, default=1_000_000, metavar="N",
                         help="records in the larger RSS input (1,500,000 is about 1 GB)")
@@ -514,6 +580,10 @@ def main() -> None:
         results["emulator"] = bench_emulator(3.0 if args.quick else 10.0)
     if "dedupe" in parts:
         results["dedupe"] = bench_dedupe(5_000_000 // scale)
+    if "shards" in parts:
+        results["shards"] = bench_shards([
+            generate(OUT / f"shard-{k}-{count // scale}.jsonl", count // scale, seed=11 + k)
+            for k, count in enumerate((120_000, 120_000, 360_000, 360_000))])
     (OUT / "results.json").write_text(json.dumps(results, indent=2))
     print(f"segmetro benchmarks ({results['machine']['platform']}, Python "
           f"{results['machine']['python']}, {results['machine']['cpus']} CPUs)")
