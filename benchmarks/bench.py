@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gzip
 import json
 import os
 import platform
@@ -50,20 +51,32 @@ PYTHON = sys.executable
 
 # --- the synthetic export -------------------------------------------------------------------
 
-def generate(path: Path, count: int, seed: int = 7) -> Path:
-    """A seeded export of ``count`` events (70 % track, 15 % identify, 15 % page)."""
+def spell(moment: int, roll: float) -> str:
+    """A timestamp as real exports spell them: about half ``…mmmZ`` from analytics.js, the rest
+    ``…ssZ`` and ``+00:00`` offsets from server libraries."""
+    base = datetime.fromtimestamp(moment / 1000, timezone.utc).strftime("%Y-%m-%dT%H:%M:%S")
+    if roll < 0.5:
+        return f"{base}.{moment % 1000:03d}Z"
+    return base + ("Z" if roll < 0.75 else "+00:00")
+
+
+def generate(path: Path, count: int, seed: int = 7, billable: float | None = None) -> Path:
+    """A seeded export of ``count`` events (70 % track, 15 % identify, 15 % page). With
+    ``billable``, that share of all records are "Tokens Used" tracks (the rest other events):
+    an archive where few records bill. A ``.gz`` path is written gzipped."""
     if path.exists() and path.stat().st_size > 0:
         return path
     rng = random.Random(seed)
     events = ["API Call", "Tokens Used", "Report Generated", "Seat Added", "Search Performed"]
+    others = [e for e in events if e != "Tokens Used"]
     base_ms = int(NOW_DT.timestamp() * 1000) - 30 * 86_400_000
-    with open(path, "wb") as out:
+    opener = gzip.open if path.suffix == ".gz" else open
+    with opener(path, "wb") as out:
         for n in range(count):
             roll = rng.random()
             kind = "track" if roll < 0.7 else "identify" if roll < 0.85 else "page"
             moment = base_ms + rng.randrange(29 * 86_400_000)
-            stamp = datetime.fromtimestamp(moment / 1000, timezone.utc).strftime(
-                "%Y-%m-%dT%H:%M:%S.") + f"{moment % 1000:03d}Z"
+            stamp = spell(moment, rng.random())
             account = f"acct_{rng.randrange(500):04d}"
             record = {
                 "anonymousId": f"{rng.getrandbits(128):032x}",
@@ -89,7 +102,10 @@ def generate(path: Path, count: int, seed: int = 7) -> Path:
                 "version": 2,
             }
             if kind == "track":
-                record["event"] = rng.choice(events)
+                if billable is None:
+                    record["event"] = rng.choice(events)
+                else:
+                    record["event"] = "Tokens Used" if roll < billable else rng.choice(others)
                 record["properties"] = {"tokens": rng.randrange(1, 50_000),
                                         "model": rng.choice(["small", "large"]),
                                         "region": rng.choice(["us-east-1", "eu-west-1"])}
@@ -161,21 +177,12 @@ for line in open(sys.argv[1], "rb"):
     write(orjson.dumps(event) + b"\n")
 '''
 
-# The same mapping in jq: select, the required fields and their lengths, the timestamp normalised
-# to UTC milliseconds and checked against the same window (fromdateiso8601 takes no fraction, so
-# it is cut off and put back), then the event.
+# jq doing only the field mapping: no checks, no timestamp normalisation (jq cannot read the
+# mixed spellings without a page of code), so it is a lower bound of jq's time.
 JQ_FILTER = r"""
-def millis: (capture("\\.(?<f>[0-9]+)") | .f // "0") as $f | ($f + "00")[:3];
 select(.type == "track")
-| select((.messageId | type) == "string" and (.messageId | length) > 0
-         and (.messageId | length) <= 128)
-| select((.context.groupId | type) == "string" and .context.groupId != "")
-| select((.event | type) == "string" and .event != "")
-| (.timestamp | sub("\\.[0-9]+"; "") | fromdateiso8601) as $t
-| select($t >= $earliest and $t <= $latest)
-| {transaction_id: .messageId, customer_id: .context.groupId, event_type: .event,
-   timestamp: (($t | strftime("%Y-%m-%dT%H:%M:%S")) + "." + (.timestamp | millis) + "Z"),
-   properties: .properties}
+| {transaction_id: .messageId, customer_id: .context.groupId, timestamp: .timestamp,
+   event_type: .event, properties: .properties}
 """
 
 
@@ -191,9 +198,7 @@ def bench_map(data: Path, runs: int) -> dict:
               "hand_written_records_per_s": events / hand["wall"],
               "ratio_to_hand_written": ours["wall"] / hand["wall"]}
     if shutil.which("jq"):
-        now = int(NOW_DT.timestamp())
-        jq = best_of(1, ["jq", "-c", "--argjson", "earliest", str(now - 34 * 86400),
-                         "--argjson", "latest", str(now + 86400), JQ_FILTER, str(data)])
+        jq = best_of(1, ["jq", "-c", JQ_FILTER, str(data)])
         result.update(jq_s=jq["wall"], jq_records_per_s=events / jq["wall"],
                       jq_over_segmetro=jq["wall"] / ours["wall"])
     return result
@@ -423,6 +428,31 @@ def bench_dedupe(count: int) -> dict:
             "table_us_per_id": out["table"]["seconds"] / count * 1e6}
 
 
+# --- part 8: scanning an archive where few records bill ------------------------------------------
+
+SPARSE_MAPPING = """\
+mappings:
+  - name: tokens
+    trigger: type = "track" and event = "Tokens Used"
+    fields:
+      transaction_id: $.messageId
+      customer_id: $.context.groupId
+      timestamp: $.timestamp
+      event_type: tokens
+      properties: {from: $.properties, pick: [tokens, model]}
+"""
+
+
+def bench_scan(data: Path, runs: int) -> dict:
+    mapping = OUT / "sparse.yaml"
+    mapping.write_text(SPARSE_MAPPING)
+    ours = best_of(runs, segmetro("send", str(data), "--dry-run", "--now", NOW, "-q",
+                                  "-m", str(mapping), "--rejects", "/dev/null"))
+    shell = best_of(runs, ["sh", "-c", f"zcat '{data}' | wc -l"])
+    return {"segmetro_dry_run_s": ours["wall"], "zcat_wc_s": shell["wall"],
+            "dry_run_over_zcat": ours["wall"] / shell["wall"]}
+
+
 # --- part 7: shards sharing one rate budget in Redis ---------------------------------------------
 
 def bench_shards(inputs: list[Path], budget: float = 20_000) -> dict:
@@ -491,10 +521,11 @@ def table(results: dict) -> str:
         row("map: segmetro records/s", f"{m['segmetro_records_per_s']:,.0f}")
         row("map: hand-written orjson loop records/s", f"{m['hand_written_records_per_s']:,.0f}")
         row("map: segmetro time / hand-written time", f"{m['ratio_to_hand_written']:.2f}x",
-            "target <= 1.5x")
+            "target <= 1.3x")
         if "jq_records_per_s" in m:
             row("map: jq -c records/s", f"{m['jq_records_per_s']:,.0f}")
-            row("map: jq time / segmetro time", f"{m['jq_over_segmetro']:.1f}x", "target >= 4x")
+            row("map: jq -c (field mapping only) time / segmetro time",
+                f"{m['jq_over_segmetro']:.1f}x", "target >= 4x")
     if "send" in results:
         s = results["send"]
         for key in ("segmetro_0ms", "segmetro_50ms", "sequential_50ms"):
@@ -528,6 +559,12 @@ def table(results: dict) -> str:
         e = results["emulator"]
         row("emulator: 100-event requests/s answered", f"{e['requests_per_s']:,.0f}",
             "target >= 2,000")
+    if "scan" in results:
+        sc = results["scan"]
+        row("scan: dry run of a gzipped 2 %-billable export, s", f"{sc['segmetro_dry_run_s']:.2f}")
+        row("scan: zcat FILE | wc -l, s", f"{sc['zcat_wc_s']:.2f}")
+        row("scan: dry run time / zcat | wc -l time", f"{sc['dry_run_over_zcat']:.2f}x",
+            "target <= 1.0x")
     if "shards" in results and "budget" in results["shards"]:
         sh = results["shards"]
         row("shards: 4 sharing 20,000/s, combined events/s while all run",
@@ -549,7 +586,7 @@ def table(results: dict) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true", help="small inputs (smoke test)")
-    parser.add_argument("--only", default="map,send,rss,mappings,emulator,dedupe,shards",
+    parser.add_argument("--only", default="map,scan,send,rss,mappings,emulator,dedupe,shards",
                         help="comma-separated parts to run")
     parser.add_argument("--rss-large", type=int, default=1_000_000, metavar="N",
                         help="records in the larger RSS input (1,500,000 is about 1 GB)")
@@ -564,6 +601,9 @@ def main() -> None:
                      "date": time.strftime("%Y-%m-%d"), "quick": args.quick}
     if "map" in parts:
         results["map"] = bench_map(map_data, runs)
+    if "scan" in parts:
+        results["scan"] = bench_scan(generate(OUT / f"sparse-{200_000 // scale}.jsonl.gz",
+                                              200_000 // scale, seed=5, billable=0.02), runs)
     if "send" in parts:
         send_data = generate(OUT / f"export-{600_000 // scale}.jsonl", 600_000 // scale)
         seq_data = generate(OUT / f"export-{20_000 // scale}.jsonl", 20_000 // scale)

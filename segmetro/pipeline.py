@@ -19,7 +19,9 @@ import orjson
 from segmetro.dedupe import SeenIds
 from segmetro.events import Window, check_mapped
 from segmetro.mapping import MappingSet
-from segmetro.sources import SegmentRecord
+from segmetro.sources import UNREAD, SegmentRecord
+
+UNREAD_TYPE = "(unread: no trigger can match)"
 
 
 class Kind(Enum):
@@ -67,6 +69,9 @@ def process(records: Iterable[SegmentRecord], mappings: MappingSet,
         data = record.data
         if data is None:
             yield Outcome(REJECTED, record, None, "parse", record.error_code, record.error)
+            continue
+        if data is UNREAD:
+            yield Outcome(SKIPPED, record, code=UNREAD_TYPE)
             continue
         results = apply(data)
         if not results:

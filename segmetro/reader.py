@@ -27,7 +27,7 @@ import signal
 import struct
 import traceback
 from contextlib import aclosing
-from typing import AsyncIterator
+from typing import AsyncIterator, Iterator
 
 import orjson
 
@@ -52,8 +52,12 @@ def _encode(outcome: Outcome) -> tuple:
             outcome.reason, outcome.mapping, body, record.raw, record.origin)
 
 
-def available() -> bool:
-    return hasattr(os, "fork")
+def use_reader_process() -> bool:
+    """Read and map in a second process when there is a second core to run it on
+    (``SEGMETRO_READER_PROCESS=0`` keeps everything in one process)."""
+    if os.environ.get("SEGMETRO_READER_PROCESS", "1") == "0":
+        return False
+    return hasattr(os, "fork") and (os.cpu_count() or 1) > 1
 
 
 def _child(fd: int, inputs: InputSet, mapping_text: str, mapping_source: str,
@@ -80,7 +84,7 @@ def _child(fd: int, inputs: InputSet, mapping_text: str, mapping_source: str,
 
     try:
         mappings = parse_mapping(mapping_text, mapping_source)
-        records = read_records(inputs, counters, file_done)
+        records = read_records(inputs, counters, file_done, mappings.needles)
         for outcome in process(records, mappings, window):
             chunk.append(_encode(outcome))
             if len(chunk) >= CHUNK and outcome.final:  # a record's outcomes stay together
@@ -155,6 +159,27 @@ class ReaderProcess:
         finally:
             task.cancel()
             await asyncio.gather(task, return_exceptions=True)
+
+    def messages_sync(self) -> Iterator[tuple]:
+        """Each message the child sends, read by blocking (runs with no event loop: dry runs,
+        ``map``, ``validate``); the child is ended when the consumer stops early."""
+        pipe = os.fdopen(self.start(), "rb", buffering=1 << 20)
+        try:
+            while True:
+                header = pipe.read(_HEADER.size)
+                body = pipe.read(_HEADER.unpack(header)[0]) if len(header) == _HEADER.size \
+                    else b""
+                if not body:
+                    raise InternalError(self._ended_early())
+                message = pickle.loads(body)
+                if message[0] == "error":
+                    raise SegmetroError(message[2], ExitStatus(message[1]))
+                yield message
+                if message[0] == "end":
+                    return
+        finally:
+            pipe.close()
+            self.stop()
 
     async def _read(self) -> AsyncIterator[tuple]:
         """Each message the child sends, read without blocking the event loop."""

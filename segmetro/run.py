@@ -17,6 +17,7 @@ from segmetro.mapping import MappingSet
 from segmetro.pipeline import EVENT, REJECTED, Outcome, Tally, process
 from segmetro.rejects import RejectsFile
 from segmetro.summary import RunReport
+from segmetro.reader import ReaderProcess, decode, use_reader_process
 from segmetro.sources import ByteCounter, InputSet, read_records
 from segmetro.status import failure
 from segmetro.timestamps import format_ms
@@ -90,15 +91,34 @@ class Flow:
         return kind is EVENT
 
     def outcomes(self, tick: Tick | None = None) -> Iterator[Outcome]:
-        """Read, map and validate here; every outcome taken into account, events yielded."""
+        """Read, map and validate (in the reader process when there is a second core); every
+        outcome taken into account here, in input order, events yielded."""
         ledger, take, tally = self.ledger, self.take, self.report.tally
+        if use_reader_process():
+            yield from self._outcomes_from_reader(tick)
+            return
         records = read_records(self.inputs, self.counters,
-                               ledger.file_read if ledger is not None else None)
+                               ledger.file_read if ledger is not None else None,
+                               self.mappings.needles)
         for index, outcome in enumerate(process(records, self.mappings, self.window)):
             if take(outcome):
                 yield outcome
             if tick is not None and not index % TICK_EVERY:
                 tick(tally, self.bytes_read())
+
+    def _outcomes_from_reader(self, tick: Tick | None) -> Iterator[Outcome]:
+        take, ledger, tally = self.take, self.ledger, self.report.tally
+        self.remote_bytes_read = 0
+        for message in ReaderProcess(self.inputs, self.mappings, self.window).messages_sync():
+            if message[0] == "outcomes":
+                self.remote_bytes_read = message[2]
+                for outcome in decode(message[1]):
+                    if take(outcome):
+                        yield outcome
+                if tick is not None:
+                    tick(tally, self.remote_bytes_read)
+            elif message[0] == "file_done" and ledger is not None:
+                ledger.file_read(message[1])
 
     def finish(self) -> RunReport:
         """Make what was settled durable (rejects, then the checkpoint) and close the report.

@@ -7,7 +7,6 @@ period; the checkpoint is written, the summary printed, and the exit status is 1
 from __future__ import annotations
 
 import asyncio
-import os
 from contextlib import aclosing
 from typing import AsyncIterator, Callable
 
@@ -15,13 +14,8 @@ from segmetro.pipeline import Outcome
 from segmetro.summary import RunReport, UploadStats
 from segmetro.status import ExitStatus, failure
 from segmetro.run import STOP_SIGNALS, Flow, Tick
-from segmetro.reader import ReaderProcess, available, decode
+from segmetro.reader import ReaderProcess, decode, use_reader_process
 from segmetro.upload import Uploader, UploadSettings
-
-
-def use_reader_process() -> bool:
-    """Read and map in a second process when there is a second core to run it on."""
-    return available() and (os.cpu_count() or 1) > 1
 
 
 class _Sender:

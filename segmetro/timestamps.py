@@ -151,12 +151,47 @@ def _is_canonical_shape(value: object) -> bool:
         value[13] == ":" and value[16] == ":"
 
 
+def _rfc3339_fast(text: str) -> tuple[str, int] | None:
+    """RFC 3339 as server libraries spell it (``…:00Z``, ``…:00+00:00``, any fraction): the
+    shape is checked by position, so only what the regex reads the same way gets here; then
+    datetime's C parser does the rest. None when it does not read it (the regex decides)."""
+    if not (text[4] == "-" and text[7] == "-" and text[10] in "T " and text[13] == ":" and
+            text[16] == ":" and (text[-1] == "Z" or (text[-6] in "+-" and text[-3] == ":"))):
+        return None
+    try:
+        moment = _fromisoformat(text)
+    except ValueError:
+        return None
+    offset = moment.utcoffset()
+    if offset is None:
+        return None
+    base = _MINUTES.get(text[:16])
+    if base is None:
+        base = (_days_from_civil(moment.year, moment.month, moment.day) * 1440
+                + moment.hour * 60 + moment.minute) * 60_000
+        if len(_MINUTES) > 100_000:
+            _MINUTES.clear()
+        _MINUTES[text[:16]] = base
+    shift = (offset.days * 86_400 + offset.seconds) * 1000
+    millisecond = moment.microsecond // 1000
+    epoch_ms = base + moment.second * 1000 + millisecond - shift
+    if not _MIN_MS <= epoch_ms <= _MAX_MS:
+        return None
+    if not shift:  # already UTC: the canonical text is the input's minute and what follows
+        return f"{text[:10]}T{text[11:16]}:{moment.second:02d}.{millisecond:03d}Z", epoch_ms
+    return format_ms(epoch_ms), epoch_ms
+
+
 def coerce(value: object) -> tuple[str, int] | None:
     """Any timestamp spelling found in Segment data -> (canonical text, epoch ms), or None."""
     if _is_canonical_shape(value):
         return _canonical(value)
     if isinstance(value, str):
         text = value.strip()
+        if len(text) >= 20:
+            parsed = _rfc3339_fast(text)
+            if parsed is not None:
+                return parsed
         match = _ISO.fullmatch(text)
         if match is not None:
             return _from_match(match, text if _is_canonical(text) else None)

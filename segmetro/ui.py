@@ -95,7 +95,8 @@ def summary_lines(report: RunReport) -> list[str]:
                      "input not read to the end")
     for warning in report.warnings:
         lines.append(f"  [yellow]warning:[/] {escape(warning)}")
-    if report.dry_run and report.window and report.tally.records:
+    if report.dry_run and report.command in ("send", "validate") and report.window and \
+            report.tally.records:
         lines += by_day_lines(report.by_day(), report.window)
     return lines
 

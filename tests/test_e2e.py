@@ -62,7 +62,7 @@ def test_clean_send_stores_exactly_the_expected_transaction_ids(run, emulate, tm
 @pytest.mark.parametrize("reader_process", [True, False], ids=["reader-process", "in-process"])
 def test_faults_every_valid_event_stored_exactly_once_nothing_invalid_sent(
         run, write, emulate, tmp_path, monkeypatch, reader_process):
-    monkeypatch.setattr("segmetro.send.use_reader_process", lambda: reader_process)
+    monkeypatch.setenv("SEGMETRO_READER_PROCESS", "1" if reader_process else "0")
     server = emulate(error_rate=0.2, throttle_rate=0.1, drop_rate=0.05, retry_after=0.01,
                      latency_ms=2, latency_jitter_ms=5, seed=42)
     valid = events(2000)

@@ -47,3 +47,29 @@ def test_strict_rfc3339_wants_a_zone_and_four_digit_year():
     assert parse_rfc3339("2025-01-23T01:23:45") is None
     assert parse_rfc3339("25-01-23T01:23:45Z") is None
     assert parse_rfc3339(1737595425000) is None
+
+
+def test_the_fast_path_reads_every_spelling_as_the_regex_does():
+    import random
+
+    from segmetro import timestamps
+
+    rng = random.Random(5)
+    spellings = []
+    for _ in range(20_000):
+        year = rng.choice([1970, 1999, 2000, 2024, 2026, 9999, 1])
+        text = f"{year:04d}-{rng.randint(0, 13):02d}-{rng.randint(0, 32):02d}" \
+               f"{rng.choice('T T ')}{rng.randint(0, 25):02d}:{rng.randint(0, 61):02d}:" \
+               f"{rng.randint(0, 61):02d}"
+        text += rng.choice(["", ".1", ".12", ".123", ".123456", ".123456789", ",5"])
+        text += rng.choice(["Z", "z", "+00:00", "-00:00", "+05:30", "-23:59", "+24:00",
+                            "+0100", "+01", " UTC", ""])
+        spellings.append(text)
+    for text in spellings:
+        slow = timestamps._ISO.fullmatch(text)
+        expected = timestamps._from_match(slow, None) if slow else None
+        got = timestamps.coerce(text)
+        if expected is None:
+            assert got is None or timestamps._rfc3339_fast(text) is None, text
+        else:
+            assert got is not None and got[1] == expected[1], (text, got, expected)

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass, field
+
+import orjson
 from typing import Any, Callable
 
 from segmetro.jsvalues import js_json
@@ -123,6 +125,25 @@ class MappingSet:
     source: str  # file name, or "<default>"
     warnings: list[str] = field(default_factory=list)
     text: str = ""  # the YAML it was read from (a reader process compiles its own copy)
+
+    @property
+    def needles(self) -> tuple[bytes, ...] | None:
+        """Byte strings one of which every record any mapping can match must contain (its
+        ``event`` or ``type`` as a JSON string), or None when some mapping could match without
+        (no trigger, or one that requires neither). A line without a backslash holds a JSON
+        string only as its literal bytes, so a line holding none of these cannot match."""
+        found: set[bytes] = set()
+        for mapping in self.mappings:
+            requires = mapping.trigger.requires if mapping.trigger else {}
+            values = requires.get("event") or requires.get("type")
+            if not values:
+                return None
+            for value in values:
+                needle = orjson.dumps(value)
+                if b"\\" in needle:  # a value JSON must escape: the bytes vary, no shortcut
+                    return None
+                found.add(needle)
+        return tuple(sorted(found))
 
     @property
     def transaction_id_rule(self) -> str:

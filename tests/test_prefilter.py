@@ -1,0 +1,102 @@
+"""Records no trigger can match are skipped without a JSON parse: the byte test is exact (a line
+it skips never matches under the full evaluation), escaped and unicode spellings included."""
+
+import json
+
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from segmetro.events import Window
+from segmetro.mapping import parse_mapping
+from segmetro.pipeline import SKIPPED, UNREAD_TYPE, process
+from segmetro.sources import InputFile, InputSet, read_records
+from segmetro.timestamps import parse_rfc3339
+
+WINDOW = Window(parse_rfc3339("2026-11-25T00:00:00Z"))
+MAPPINGS = parse_mapping("""\
+mappings:
+  - name: tokens
+    trigger: type = "track" and (event = "Tokens Used" or event = "Ünïcode Évent")
+    fields: &fields
+      transaction_id: $.messageId
+      customer_id: $.context.groupId
+      timestamp: $.timestamp
+      event_type: $.event
+  - name: pages
+    trigger: type = "page" and name = "Pricing"
+    fields:
+      transaction_id: {template: "{{messageId}}-page"}
+      customer_id: $.context.groupId
+      timestamp: $.timestamp
+      event_type: page
+""", "m.yaml")
+
+
+def spellings(text: str):
+    """The ways a JSON line can hold ``text``: as it is, with \\u escapes, ensure_ascii."""
+    yield json.dumps(text, ensure_ascii=False)
+    yield json.dumps(text)  # non-ASCII as \\u escapes
+    yield '"' + "".join(f"\\u{ord(c):04x}" for c in text) + '"'
+    yield '"' + text[0] + "\\" + "/" + text[1:] + '"' if len(text) > 1 else json.dumps(text)
+
+
+def line(kind: str, event: str, name: str, spelled: int, n: int = 0) -> str:
+    event_json = list(spellings(event))[spelled % 4]
+    return ('{"type":' + json.dumps(kind) + ',"event":' + event_json + ',"name":' +
+            json.dumps(name) + f',"messageId":"m{n}","timestamp":"2026-11-20T10:00:00Z",' +
+            '"context":{"groupId":"g"}}')
+
+
+EVENTS = ["Tokens Used", "Tokens used", "Ünïcode Évent", "Unicode Event", "Signed Up", "", "T"]
+
+
+def outcomes(tmp_path, text, needles):
+    path = tmp_path / "in.jsonl"
+    path.write_text(text, encoding="utf-8")
+    records = read_records(InputSet([InputFile(str(path), None)]), needles=needles)
+    return list(process(records, MAPPINGS, WINDOW))
+
+
+def check(tmp_path, text):
+    fast = outcomes(tmp_path, text, MAPPINGS.needles)
+    full = outcomes(tmp_path, text, None)
+    full_by_record = {}
+    for outcome in full:
+        full_by_record.setdefault(outcome.record.seq, []).append(outcome)
+    for outcome in fast:
+        if outcome.kind is SKIPPED and outcome.code == UNREAD_TYPE:
+            for other in full_by_record.get(outcome.record.seq, []):
+                # never an event, never a mapping's rejection: at most a broken line
+                assert other.kind is SKIPPED or other.stage == "parse", (text, other)
+        else:
+            [same] = [o for o in full if o.record.seq == outcome.record.seq
+                      and o.mapping == outcome.mapping]
+            assert (same.kind, same.code) == (outcome.kind, outcome.code)
+    return fast
+
+
+def test_the_needles_are_the_strings_every_trigger_needs():
+    assert MAPPINGS.needles == tuple(sorted(
+        [b'"page"', b'"Tokens Used"', '"Ünïcode Évent"'.encode()]))
+
+
+def test_escaped_and_unicode_spellings_are_never_skipped_when_they_match(tmp_path):
+    cases = [(kind, event, name, spelled) for kind in ("track", "page", "identify")
+             for event in EVENTS for name in ("Pricing", "Home") for spelled in range(4)]
+    lines = [line(*case, n) for n, case in enumerate(cases)]
+    fast = check(tmp_path, "\n".join(lines) + "\n")
+    unread = sum(1 for o in fast if o.code == UNREAD_TYPE)
+    events = sum(1 for o in fast if o.kind.name == "EVENT")
+    assert unread > 50 and events >= 12  # it skips, and what matches still matches
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=[
+    HealthCheck.function_scoped_fixture])
+@given(st.lists(st.tuples(st.sampled_from(["track", "page", "identify", "Track"]),
+                          st.sampled_from(EVENTS) | st.text(max_size=8),
+                          st.sampled_from(["Pricing", "Home"]) | st.text(max_size=5),
+                          st.integers(0, 3)), min_size=1, max_size=12),
+       st.sampled_from(["", "\ufeff", "{broken", '{"batch":[{"type":"track"}]}']))
+def test_any_line_the_byte_test_skips_has_no_match(tmp_path, rows, extra):
+    text = "\n".join([line(*row, n) for n, row in enumerate(rows)] + [extra]) + "\n"
+    check(tmp_path, text)
