@@ -172,3 +172,62 @@ def _js_json(value: Any) -> Any:
     if kind is float or (kind is int and not -_SAFE < value < _SAFE):
         return _number(value)
     return value
+
+
+class JSFunction:
+    """A method of a string, array or number, as a JavaScript member lookup gives it."""
+
+    __slots__ = ("name",)
+
+    def __init__(self, name: str):
+        self.name = name
+
+
+# Methods of arrays, strings and numbers (Node.js 20): reading one gives a function.
+_METHODS = {
+    list: frozenset((
+        "at", "concat", "copyWithin", "entries", "every", "fill", "filter", "find", "findIndex",
+        "findLast", "findLastIndex", "flat", "flatMap", "forEach", "includes", "indexOf", "join",
+        "keys", "lastIndexOf", "map", "pop", "push", "reduce", "reduceRight", "reverse", "shift",
+        "slice", "some", "sort", "splice", "toReversed", "toSorted", "toSpliced", "unshift",
+        "values", "with")),
+    str: frozenset((
+        "anchor", "at", "big", "blink", "bold", "charAt", "charCodeAt", "codePointAt", "concat",
+        "endsWith", "fixed", "fontcolor", "fontsize", "includes", "indexOf", "isWellFormed",
+        "italics", "lastIndexOf", "link", "localeCompare", "match", "matchAll", "normalize",
+        "padEnd", "padStart", "repeat", "replace", "replaceAll", "search", "slice", "small",
+        "split", "startsWith", "strike", "sub", "substr", "substring", "sup",
+        "toLocaleLowerCase", "toLocaleUpperCase", "toLowerCase", "toUpperCase", "toWellFormed",
+        "trim", "trimEnd", "trimLeft", "trimRight", "trimStart")),
+    int: frozenset(("toExponential", "toFixed", "toPrecision")),
+    float: frozenset(("toExponential", "toFixed", "toPrecision")),
+}
+
+
+def js_member(value: Any, key: str, missing: Any) -> Any:
+    """``value[key]`` in JavaScript, for JSON values: own keys of objects, indexes and length of
+    arrays and strings (strings count UTF-16 code units), methods as ``JSFunction``. Members
+    every object has (``constructor``, ``toString``, ...) are refused where paths are read."""
+    kind = value.__class__
+    if kind is dict:
+        return value.get(key, missing)
+    if kind is list or kind is str:
+        if key == "length":
+            return len(value) if kind is list else \
+                len(value.encode("utf-16-le", "surrogatepass")) // 2
+        if key.isdigit() and key.isascii() and (key == "0" or key[0] != "0"):
+            index = int(key)
+            if kind is list:
+                return value[index] if index < len(value) else missing
+            units = value.encode("utf-16-le", "surrogatepass")
+            if 2 * index < len(units):
+                return units[2 * index:2 * index + 2].decode("utf-16-le", "surrogatepass")
+            return missing
+    if kind is JSFunction:
+        if key == "name":
+            return value.name
+        return JSFunction(key) if key in ("apply", "bind", "call") else missing
+    methods = _METHODS.get(kind)
+    if methods is not None and key in methods:
+        return JSFunction(key)
+    return missing

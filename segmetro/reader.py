@@ -171,9 +171,7 @@ class ReaderProcess:
                     else b""
                 if not body:
                     raise InternalError(self._ended_early())
-                message = pickle.loads(body)
-                if message[0] == "error":
-                    raise SegmetroError(message[2], ExitStatus(message[1]))
+                message = _checked(pickle.loads(body))
                 yield message
                 if message[0] == "end":
                     return
@@ -195,9 +193,7 @@ class ReaderProcess:
                     message = pickle.loads(await reader.readexactly(_HEADER.unpack(header)[0]))
                 except asyncio.IncompleteReadError:
                     raise InternalError(self._ended_early()) from None
-                if message[0] == "error":
-                    raise SegmetroError(message[2], ExitStatus(message[1]))
-                yield message
+                yield _checked(message)
                 if message[0] == "end":
                     return
         finally:
@@ -227,6 +223,13 @@ class ReaderProcess:
             pass
         os.waitpid(self._pid, 0)
         self._pid = None
+
+
+def _checked(message: tuple) -> tuple:
+    """A message, or the child's failure raised with its exit status."""
+    if message[0] == "error":
+        raise SegmetroError(message[2], ExitStatus(message[1]))
+    return message
 
 
 def decode(chunk: list) -> list[Outcome]:

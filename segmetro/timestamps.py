@@ -122,6 +122,12 @@ def _canonical_fast(text: str) -> tuple[str, int] | None:
         moment = _fromisoformat(text)
     except ValueError:
         return None
+    return text, _minute(text, moment) + moment.second * 1000 + moment.microsecond // 1000
+
+
+def _minute(text: str, moment: datetime) -> int:
+    """Epoch ms of the minute ``text`` starts with (as written, before any offset), cached:
+    records of one export share few minutes."""
     base = _MINUTES.get(text[:16])
     if base is None:
         base = (_days_from_civil(moment.year, moment.month, moment.day) * 1440
@@ -129,7 +135,7 @@ def _canonical_fast(text: str) -> tuple[str, int] | None:
         if len(_MINUTES) > 100_000:
             _MINUTES.clear()
         _MINUTES[text[:16]] = base
-    return text, base + moment.second * 1000 + moment.microsecond // 1000
+    return base
 
 
 def _canonical_regex(text: str) -> tuple[str, int] | None:
@@ -174,7 +180,7 @@ def _rfc3339_fast(text: str) -> tuple[str, int] | None:
         _MINUTES[text[:16]] = base
     shift = (offset.days * 86_400 + offset.seconds) * 1000
     millisecond = moment.microsecond // 1000
-    epoch_ms = base + moment.second * 1000 + millisecond - shift
+    epoch_ms = _minute(text, moment) + moment.second * 1000 + millisecond - shift
     if not _MIN_MS <= epoch_ms <= _MAX_MS:
         return None
     if not shift:  # already UTC: the canonical text is the input's minute and what follows

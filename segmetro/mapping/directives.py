@@ -21,7 +21,7 @@ from typing import Any, Callable
 
 import orjson
 
-from segmetro.jsvalues import js_json, js_order, js_string, js_truthy
+from segmetro.jsvalues import JSFunction, js_json, js_member, js_order, js_string, js_truthy
 from segmetro.mapping.paths import MISSING
 
 Resolver = Callable[[Any], Any]
@@ -74,25 +74,6 @@ def path_keys(path: str) -> list[str] | None:
     return [part.replace("'", "").replace('"', "") for part in _SPLIT.split(path) if part]
 
 
-def member(value: Any, key: str) -> Any:
-    """``value[key]`` in JavaScript for a JSON value (prototype members are refused earlier)."""
-    kind = value.__class__
-    if kind is dict:
-        return value.get(key, MISSING)
-    if kind is list or kind is str:
-        if key == "length":
-            return len(value) if kind is list else len(value.encode("utf-16-le",
-                                                                     "surrogatepass")) // 2
-        if key.isdigit() and key.isascii() and (key == "0" or key[0] != "0"):
-            index = int(key)
-            if kind is list:
-                return value[index] if index < len(value) else MISSING
-            units = value.encode("utf-16-le", "surrogatepass")
-            if 2 * index < len(units):
-                return units[2 * index:2 * index + 2].decode("utf-16-le", "surrogatepass")
-    return MISSING
-
-
 def walk(payload: Any, keys: list[str] | None) -> Any:
     """``keys.reduce((prev, key) => prev && prev[key], payload)``."""
     if keys is None:
@@ -101,8 +82,8 @@ def walk(payload: Any, keys: list[str] | None) -> Any:
     for key in keys:
         if value is MISSING or not js_truthy(value):
             return value
-        value = member(value, key)
-    return value
+        value = js_member(value, key, MISSING)
+    return MISSING if value.__class__ is JSFunction else value  # JSON has no functions
 
 
 def getter(path: str) -> Resolver:

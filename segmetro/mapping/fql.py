@@ -25,7 +25,7 @@ import difflib
 from dataclasses import dataclass
 from typing import Any, Callable
 
-from segmetro.jsvalues import as_double, is_number, js_number, js_string, js_truthy
+from segmetro.jsvalues import as_double, is_number, js_member, js_number, js_string, js_truthy
 from segmetro.mapping.paths import MISSING
 
 Predicate = Callable[[dict], bool]
@@ -46,28 +46,6 @@ _OBJECT_PROTO = frozenset((
     "constructor", "hasOwnProperty", "isPrototypeOf", "propertyIsEnumerable", "toLocaleString",
     "toString", "valueOf"))
 _REFUSED_SEGMENTS = _OBJECT_PROTO | {"length", "prototype", "caller", "arguments", "callee"}
-# Methods of arrays, strings, numbers and booleans (Node.js 20): reading one gives a function.
-_METHODS = {
-    list: frozenset((
-        "at", "concat", "copyWithin", "entries", "every", "fill", "filter", "find", "findIndex",
-        "findLast", "findLastIndex", "flat", "flatMap", "forEach", "includes", "indexOf", "join",
-        "keys", "lastIndexOf", "map", "pop", "push", "reduce", "reduceRight", "reverse", "shift",
-        "slice", "some", "sort", "splice", "toReversed", "toSorted", "toSpliced", "unshift",
-        "values", "with")),
-    str: frozenset((
-        "anchor", "at", "big", "blink", "bold", "charAt", "charCodeAt", "codePointAt", "concat",
-        "endsWith", "fixed", "fontcolor", "fontsize", "includes", "indexOf", "isWellFormed",
-        "italics", "lastIndexOf", "link", "localeCompare", "match", "matchAll", "normalize",
-        "padEnd", "padStart", "repeat", "replace", "replaceAll", "search", "slice", "small",
-        "split", "startsWith", "strike", "sub", "substr", "substring", "sup",
-        "toLocaleLowerCase", "toLocaleUpperCase", "toLowerCase", "toUpperCase", "toWellFormed",
-        "trim", "trimEnd", "trimLeft", "trimRight", "trimStart")),
-    int: frozenset(("toExponential", "toFixed", "toPrecision")),
-    float: frozenset(("toExponential", "toFixed", "toPrecision")),
-    bool: frozenset(),
-}
-
-
 class TriggerError(ValueError):
     """A trigger Segment would misread or not accept; ``column`` is 1-based within the trigger."""
 
@@ -674,39 +652,6 @@ def _canonical(node: dict) -> Any:
 
 # --- evaluation: destination-subscriptions' validate, ported ---------------------------------------
 
-class _JSFunction:
-    """A method of a string, array or number, as a JavaScript member lookup gives it."""
-
-    __slots__ = ("name",)
-
-    def __init__(self, name: str):
-        self.name = name
-
-
-def _member(value: Any, key: str) -> Any:
-    """``value[key]`` in JavaScript, for JSON values (prototype members are refused earlier)."""
-    kind = value.__class__
-    if kind is dict:
-        return value.get(key, MISSING)
-    if kind is list or kind is str:
-        if key.isdigit() and (key == "0" or key[0] != "0") and key.isascii():
-            index = int(key)
-            if kind is list:
-                return value[index] if index < len(value) else MISSING
-            units = value.encode("utf-16-le", "surrogatepass")
-            if 2 * index < len(units):
-                return units[2 * index:2 * index + 2].decode("utf-16-le", "surrogatepass")
-            return MISSING
-    if kind is _JSFunction:
-        if key == "name":
-            return value.name
-        return _JSFunction(key) if key in ("apply", "bind", "call") else MISSING
-    methods = _METHODS.get(kind)
-    if methods is not None and key in methods:
-        return _JSFunction(key)
-    return MISSING
-
-
 def _getter(name: str) -> Callable[[Any], Any]:
     """destination-subscriptions' get: split on '.', '[' and ']', then prev && prev[key]."""
     keys = [part for part in name.replace("[", ".").replace("]", ".").split(".") if part]
@@ -717,7 +662,7 @@ def _getter(name: str) -> Callable[[Any], Any]:
         for key in keys:
             if value is MISSING or not js_truthy(value):
                 return value
-            value = _member(value, key)
+            value = js_member(value, key, MISSING)
         return value
 
     return get
