@@ -46,7 +46,11 @@ _KIND_NUMBER = {kind: number for number, kind in enumerate(_KINDS)}
 def _encode(outcome: Outcome) -> tuple:
     record = outcome.record
     data = record.data
-    body = orjson.dumps(data) if data is not None and outcome.kind is not SKIPPED else None
+    body = None
+    if data is not None and (outcome.kind is EVENT or outcome.kind is REJECTED):
+        # kept for the rejects file: the line as read when it is this record's own, so the
+        # record is not serialised a second time
+        body = record.text if record.text is not None else orjson.dumps(data)
     return (_KIND_NUMBER[outcome.kind], record.file, record.line, record.seq, record.line_seq,
             record.last_on_line, outcome.final, outcome.event, outcome.stage, outcome.code,
             outcome.reason, outcome.mapping, body, record.raw, record.origin)

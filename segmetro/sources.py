@@ -64,6 +64,7 @@ class SegmentRecord:
     line_seq: int = -1  # seq of the first record on this line, when the line holds several
     last_on_line: bool = True  # False for a batch line's items but its last
     origin: tuple | None = None  # (file, line) it first came from, when replayed from rejects
+    text: bytes | None = None  # the line it was parsed from, when the line is this one record
 
     @property
     def place(self) -> str:
@@ -506,7 +507,7 @@ def read_file(source: InputFile, counter_sink: list | None = None,
                             yield record
                     seq += len(batch)
                 else:
-                    yield SegmentRecord(name, line_no, seq, data)
+                    yield SegmentRecord(name, line_no, seq, data, text=line)
                     seq += 1
             else:
                 yield SegmentRecord(
