@@ -45,6 +45,11 @@ class Outcome:
     reason: str | None = None
     mapping: str | None = None
     final: bool = True  # the last outcome of its record
+    # The event's JSON (made once, for the repeat check), its event_type and timestamp: what a
+    # reader process sends instead of the event itself; ``event`` is then an orjson.Fragment.
+    event_json: bytes | None = None
+    event_type: str | None = None
+    timestamp: str | None = None
 
 
 def segment_type(data: dict) -> str:
@@ -85,17 +90,20 @@ def process(records: Iterable[SegmentRecord], mappings: MappingSet,
                 yield Outcome(REJECTED, record, event, "map", result.code, result.reason,
                               result.mapping, final)
                 continue
+            event_type, timestamp = event["event_type"], event["timestamp"]
             problem = check_mapped(event, result.epoch_ms, window)
             if problem is not None:
                 yield Outcome(REJECTED, record, event, "validate", problem[0], problem[1],
-                              result.mapping, final)
+                              result.mapping, final, None, event_type, timestamp)
                 continue
             if record.file is not current_file:  # a run-wide number for file:line
                 current_file = record.file
                 base = seen.place(current_file, 0)
-            first = check(event["transaction_id"], dumps(event), base + record.line)
+            body = dumps(event)
+            first = check(event["transaction_id"], body, base + record.line)
             if first == SeenIds.NEW:
-                yield Outcome(EVENT, record, event, mapping=result.mapping, final=final)
+                yield Outcome(EVENT, record, event, None, None, None, result.mapping, final,
+                              body, event_type, timestamp)
             elif first == SeenIds.SAME:
                 yield Outcome(DUPLICATE, record, event, mapping=result.mapping, final=final)
             else:
@@ -103,7 +111,7 @@ def process(records: Iterable[SegmentRecord], mappings: MappingSet,
                               f"transaction_id {event['transaction_id']!r} was already given to "
                               f"a different event at {first}; Metronome keeps only the first "
                               "event of an id, so this one would never be billed",
-                              result.mapping, final)
+                              result.mapping, final, body, event_type, timestamp)
 
 
 @dataclass
@@ -141,9 +149,8 @@ class Tally:
                 self._last_line, self._last_file = record.line, record.file
         if outcome.kind is EVENT:
             self.events += 1
-            event = outcome.event
-            self.by_event_type[event["event_type"]] += 1
-            self.by_day[event["timestamp"][:10]] += 1
+            self.by_event_type[outcome.event_type] += 1
+            self.by_day[outcome.timestamp[:10]] += 1
         elif outcome.kind is SKIPPED:
             self.skipped_by_type[outcome.code] += 1
         elif outcome.kind is DUPLICATE:
@@ -153,7 +160,7 @@ class Tally:
 
     def reject(self, outcome: Outcome, stage: str, code: str | None, reason: str | None) -> None:
         if code in ("timestamp-too-old", "timestamp-in-future"):
-            self.outside_by_day[(outcome.event["timestamp"][:10], code)] += 1
+            self.outside_by_day[(outcome.timestamp[:10], code)] += 1
         self.rejected_by_stage[stage] += 1
         key = (stage, code or "rejected")
         self.rejected_by_reason[key] += 1

@@ -14,6 +14,8 @@ import random
 from dataclasses import dataclass, field
 from typing import Any
 
+import orjson
+
 from segmetro.account import AccountClient
 from segmetro.billing import DAY_MS, Account, Assessment
 from segmetro.summary import RunReport
@@ -35,7 +37,9 @@ def assess(flow: Flow, account: Account, by_day: bool = False, sample: int = 0,
     seen = [0]
     outside = [0]
 
-    def on_event(event: dict) -> None:
+    def on_event(event: Any) -> None:
+        if event.__class__ is orjson.Fragment:  # from the reader process: the JSON as made
+            event = orjson.loads(orjson.dumps(event))
         epoch_ms = parse_rfc3339(event["timestamp"])
         if (since_ms is not None and epoch_ms < since_ms) or \
                 (until_ms is not None and epoch_ms >= until_ms):

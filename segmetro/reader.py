@@ -5,6 +5,9 @@ mapping, the rest to HTTP. Here a child process runs ``read_records`` and ``proc
 compact outcomes to the parent over a pipe; the parent keeps everything that must be exact and
 durable (the tally, the rejects file, the checkpoint ledger, the upload) and only decodes.
 
+Events travel as the JSON the child made of them (for its repeat check), so the parent writes
+or POSTs those bytes as they are (``orjson.Fragment``) and never rebuilds the dict.
+
 Wire format: frames of a 4-byte length and a pickled message, one of
 ``("outcomes", [tuple, ...], bytes_read)``, ``("file_done", name)``, ``("end", bytes_read)`` and
 ``("error", exit_status, message)``. An outcome is a flat tuple (``_encode``/``decode``): pickling
@@ -51,9 +54,13 @@ def _encode(outcome: Outcome) -> tuple:
         # kept for the rejects file: the line as read when it is this record's own, so the
         # record is not serialised a second time
         body = record.text if record.text is not None else orjson.dumps(data)
+    event_json = outcome.event_json
+    if event_json is None and outcome.event is not None and outcome.kind is REJECTED:
+        event_json = orjson.dumps(outcome.event)
     return (_KIND_NUMBER[outcome.kind], record.file, record.line, record.seq, record.line_seq,
-            record.last_on_line, outcome.final, outcome.event, outcome.stage, outcome.code,
-            outcome.reason, outcome.mapping, body, record.raw, record.origin)
+            record.last_on_line, outcome.final, event_json, outcome.event_type,
+            outcome.timestamp, outcome.stage, outcome.code, outcome.reason, outcome.mapping,
+            body, record.raw, record.origin)
 
 
 def use_reader_process() -> bool:
@@ -241,12 +248,13 @@ def decode(chunk: list) -> list[Outcome]:
     groups them by identity)."""
     outcomes = []
     record = None
-    for (kind, file, line, seq, line_seq, last_on_line, final, event, stage, code, reason,
-         mapping, body, raw, origin) in chunk:
+    for (kind, file, line, seq, line_seq, last_on_line, final, event_json, event_type, timestamp,
+         stage, code, reason, mapping, body, raw, origin) in chunk:
         if record is None or record.seq != seq or record.file != file:
             data = orjson.Fragment(body) if body is not None else None
             record = SegmentRecord(file, line, seq, data, None, None, raw, line_seq,
                                    last_on_line, origin)
+        event = orjson.Fragment(event_json) if event_json is not None else None
         outcomes.append(Outcome(_KINDS[kind], record, event, stage, code, reason, mapping,
-                                final))
+                                final, event_json, event_type, timestamp))
     return outcomes
