@@ -472,15 +472,16 @@ def read_file(source: InputFile, counter_sink: list | None = None,
                     line.head.decode("utf-8", "backslashreplace"))
                 seq += 1
                 continue
-            if needles is not None and line[:1] == b"{" and b"\\" not in line and \
-                    line.rstrip()[-1:] == b"}" and b'"batch"' not in line:
-                for needle in needles:
+            if needles is not None and line[:1] == b"{":
+                for needle in needles:  # the usual decider first: most lines that bill hold one
                     if needle in line:
                         break
                 else:
-                    yield SegmentRecord(name, line_no, seq, UNREAD)
-                    seq += 1
-                    continue
+                    if b"\\" not in line and b'"batch"' not in line and \
+                            (line[-1:] == b"}" or line.rstrip()[-1:] == b"}"):
+                        yield SegmentRecord(name, line_no, seq, UNREAD)
+                        seq += 1
+                        continue
             if line[:3] == BOM:
                 line = line[3:]
             try:
