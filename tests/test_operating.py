@@ -13,7 +13,7 @@ import orjson
 import pytest
 from conftest import ROOT, jsonl, read_jsonl, track
 from rich.console import Console
-from test_checkpoint import TOKEN, command, emulator, export, run_to_end, stored  # noqa: F401
+from test_checkpoint import TOKEN, command, emulator, export, run_to_end  # noqa: F401
 
 from segmetro.checkpoint import RunLock
 from segmetro.pipeline import Tally

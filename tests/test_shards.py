@@ -10,7 +10,7 @@ import time
 
 import orjson
 import pytest
-from conftest import ROOT, jsonl, read_jsonl
+from conftest import jsonl
 from test_checkpoint import TOKEN, emulator, export, stored  # noqa: F401
 
 from segmetro.shards import Shard, partition, resolve
