@@ -35,13 +35,13 @@ METRICS = [
 ]
 CUSTOMERS = [
     {"id": ACME, "external_id": "acme", "name": "Acme", "ingest_aliases": ["acme"],
-     "customer_config": {}, "custom_fields": {}, "created_at": "2026-01-01T00:00:00Z",
+     "customer_config": {"salesforce_account_id": None}, "custom_fields": {}, "created_at": "2026-01-01T00:00:00Z",
      "updated_at": "2026-01-01T00:00:00Z"},
     {"id": INITECH, "external_id": "initech", "name": "Initech", "ingest_aliases": ["initech"],
-     "customer_config": {}, "custom_fields": {}, "created_at": "2026-01-01T00:00:00Z",
+     "customer_config": {"salesforce_account_id": None}, "custom_fields": {}, "created_at": "2026-01-01T00:00:00Z",
      "updated_at": "2026-01-01T00:00:00Z"},
     {"id": HOOLI, "external_id": "hooli", "name": "Hooli", "ingest_aliases": ["hooli"],
-     "customer_config": {}, "custom_fields": {}, "created_at": "2026-01-01T00:00:00Z",
+     "customer_config": {"salesforce_account_id": None}, "custom_fields": {}, "created_at": "2026-01-01T00:00:00Z",
      "updated_at": "2026-06-01T00:00:00Z", "archived_at": "2026-06-01T00:00:00Z"},
 ]
 
@@ -212,6 +212,12 @@ def test_preflight_and_reconcile_requests_and_the_emulators_answers_fit_the_open
         found = client.search(["t1", "t2"])
         requests = client.requests
     answers = {"/v1/usage": {"data": rows, "next_page": None}, "/v1/events/search": found}
+    import httpx
+
+    for path in ("/v1/billable-metrics", "/v1/customers"):  # the emulator's list answers
+        page = httpx.get(server.base_url + path, params={"limit": 2},
+                         headers={"Authorization": f"Bearer {TOKEN}"}).json()
+        answers[path] = page
     for method, path, payload in requests:
         operation = spec["paths"][path][method.lower()]
         if method == "GET":
@@ -221,6 +227,9 @@ def test_preflight_and_reconcile_requests_and_the_emulators_answers_fit_the_open
                 kind = parameters[name]["schema"]
                 jsonschema.validate(
                     value if kind.get("type") != "boolean" else value == "true", kind)
+            answer = schema_of(spec, operation["responses"]["200"]["content"]
+                               ["application/json"]["schema"])
+            jsonschema.validate(answers[path], answer)
         else:
             body = schema_of(spec, operation["requestBody"]["content"]["application/json"]
                              ["schema"])
@@ -229,3 +238,13 @@ def test_preflight_and_reconcile_requests_and_the_emulators_answers_fit_the_open
                                ["application/json"]["schema"])
             jsonschema.validate(answers[path], answer)
     assert rows[0]["value"] == 3 and found[0]["matched_billable_metrics"]
+
+
+def test_the_sample_account_fixtures_are_metronomes_list_responses(spec):
+    import json
+
+    for path, name in (("/v1/billable-metrics", "billable-metrics.json"),
+                       ("/v1/customers", "customers.json")):
+        schema = schema_of(spec, spec["paths"][path]["get"]["responses"]["200"]["content"]
+                           ["application/json"]["schema"])
+        jsonschema.validate(json.loads((ROOT / "samples" / "account" / name).read_text()), schema)

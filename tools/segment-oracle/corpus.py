@@ -287,6 +287,15 @@ DIRECTIVES = [
     {"n": {"@path": "$.properties.n"}, "gone": {"@path": "$.properties.missing"},
      "kept": None, "user": {"@path": "$.userId"}},
     {"@path": "$.properties.n", "_metadata": {"label": "ui"}},
+    {"@transform": {"apply": {"plan": {"@path": "$.traits.plan"}, "n": {"@path": "$.properties.n"}},
+                    "mapping": {"both": {"@template": "{{plan}}-{{n}}"}}}},
+    {"@excludeWhenNull": {"a": {"@path": "$.properties.a"}, "n": {"@path": "$.properties.n"}}},
+    {"@json": {"mode": "encode", "value": {"@path": "$.properties"}}},
+    {"@if": {"blank": {"@path": "$.properties.n"}, "then": "set", "else": "blank"}},
+    {"@replace": {"pattern": "o", "replacement": "$&$&", "ignorecase": True,
+                  "value": {"@path": "$.event"}}},
+    {"@arrayPath": ["$.properties.tags", {"tag": {"@path": "$"}}]},
+    {"@template": "{{properties.n}}/{{{properties.s}}}/{{properties.missing.deep}}"},
 ]
 
 PRESET = {"transaction_id": {"@path": "$.messageId"},
