@@ -50,6 +50,7 @@ class Outcome:
     event_json: bytes | None = None
     event_type: str | None = None
     timestamp: str | None = None
+    repeat: int = 1  # a run of unread lines, each skipped: ``record`` is the last of them
 
 
 def segment_type(data: dict) -> str:
@@ -143,16 +144,17 @@ class Tally:
     def count(self, outcome: Outcome) -> None:
         record = outcome.record
         if outcome.final:
-            self.records += 1
-            if record.line != self._last_line or record.file != self._last_file:
-                self.lines += 1
+            repeat = outcome.repeat
+            self.records += repeat
+            if repeat > 1 or record.line != self._last_line or record.file != self._last_file:
+                self.lines += repeat
                 self._last_line, self._last_file = record.line, record.file
         if outcome.kind is EVENT:
             self.events += 1
             self.by_event_type[outcome.event_type] += 1
             self.by_day[outcome.timestamp[:10]] += 1
         elif outcome.kind is SKIPPED:
-            self.skipped_by_type[outcome.code] += 1
+            self.skipped_by_type[outcome.code] += outcome.repeat
         elif outcome.kind is DUPLICATE:
             self.duplicates += 1
         else:

@@ -36,13 +36,14 @@ import orjson
 
 from segmetro.events import Window
 from segmetro.mapping import MappingSet, parse_mapping
-from segmetro.pipeline import DUPLICATE, EVENT, REJECTED, SKIPPED, Outcome, process
-from segmetro.sources import ByteCounter, InputSet, SegmentRecord, read_records
+from segmetro.pipeline import DUPLICATE, EVENT, REJECTED, SKIPPED, UNREAD_TYPE, Outcome, process
+from segmetro.sources import UNREAD, ByteCounter, InputSet, SegmentRecord, read_records
 from segmetro.status import ExitStatus, InternalError, SegmetroError, failure
 
 CHUNK = 512  # outcomes a frame
 _HEADER = struct.Struct("<I")
 _KINDS = (EVENT, SKIPPED, REJECTED, DUPLICATE)
+_UNREAD_RUN = 9  # an entry standing for a run of unread lines
 _KIND_NUMBER = {kind: number for number, kind in enumerate(_KINDS)}
 
 
@@ -87,21 +88,39 @@ def _child(fd: int, inputs: InputSet, mapping_text: str, mapping_source: str,
 
     counters: list[ByteCounter] = []
     chunk: list = []
+    unread = [0, None]  # a run of unread lines: how many, and the last one's record
 
-    def file_done(name: str) -> None:
+    def flush_unread() -> None:
+        count, record = unread
+        if count:
+            chunk.append((_UNREAD_RUN, count, record.file, record.line, record.seq,
+                          record.line_seq, record.last_on_line))
+            unread[0] = 0
+
+    def send_chunk() -> None:
+        flush_unread()
         send(("outcomes", chunk[:], sum(c.count for c in counters)))
         chunk.clear()
+
+    def file_done(name: str) -> None:
+        send_chunk()
         send(("file_done", name))
 
     try:
         mappings = parse_mapping(mapping_text, mapping_source)
         records = read_records(inputs, counters, file_done, mappings.needles)
         for outcome in process(records, mappings, window):
+            if outcome.record.data is UNREAD:  # sent as one entry per run, not one per line
+                unread[0] += 1
+                unread[1] = outcome.record
+                if unread[0] >= 65536:
+                    send_chunk()
+                continue
+            flush_unread()
             chunk.append(_encode(outcome))
             if len(chunk) >= CHUNK and outcome.final:  # a record's outcomes stay together
-                send(("outcomes", chunk, sum(c.count for c in counters)))
-                chunk = []
-        send(("outcomes", chunk, sum(c.count for c in counters)))
+                send_chunk()
+        send_chunk()
         send(("end", sum(c.count for c in counters)))
         out.flush()
     except BrokenPipeError:
@@ -245,11 +264,19 @@ def _checked(message: tuple) -> tuple:
 
 def decode(chunk: list) -> list[Outcome]:
     """Outcomes from the wire; outcomes of one record share one record object (the ledger
-    groups them by identity)."""
+    groups them by identity). A run of unread lines becomes one skipped outcome that counts for
+    all of them, its record the last (where a checkpoint resumes)."""
     outcomes = []
     record = None
-    for (kind, file, line, seq, line_seq, last_on_line, final, event_json, event_type, timestamp,
-         stage, code, reason, mapping, body, raw, origin) in chunk:
+    for entry in chunk:
+        if entry[0] == _UNREAD_RUN:
+            _, count, file, line, seq, line_seq, last_on_line = entry
+            last = SegmentRecord(file, line, seq, None, line_seq=line_seq,
+                                 last_on_line=last_on_line)
+            outcomes.append(Outcome(SKIPPED, last, code=UNREAD_TYPE, repeat=count))
+            continue
+        (kind, file, line, seq, line_seq, last_on_line, final, event_json, event_type, timestamp,
+         stage, code, reason, mapping, body, raw, origin) = entry
         if record is None or record.seq != seq or record.file != file:
             data = orjson.Fragment(body) if body is not None else None
             record = SegmentRecord(file, line, seq, data, None, None, raw, line_seq,

@@ -100,3 +100,26 @@ def test_escaped_and_unicode_spellings_are_never_skipped_when_they_match(tmp_pat
 def test_any_line_the_byte_test_skips_has_no_match(tmp_path, rows, extra):
     text = "\n".join([line(*row, n) for n, row in enumerate(rows)] + [extra]) + "\n"
     check(tmp_path, text)
+
+
+def test_the_reader_process_counts_runs_of_unread_lines_as_one_process_does(run, write,
+                                                                             monkeypatch):
+    import orjson
+
+    rows = [line("identify", "Signed Up", "Home", 0, n) if n % 7 else
+            line("track", "Tokens Used", "Home", 0, n) for n in range(3000)]
+    rows[1500] = '{"batch": [{"type": "page"}, {"type": "page"}]}'
+    path = write("in.jsonl", "\n\n".join(rows) + "\n")
+    write("m.yaml", "mappings:\n  - name: t\n    trigger: type = \"track\" and event = "
+          "\"Tokens Used\"\n    fields: {transaction_id: $.messageId, customer_id: "
+          "$.context.groupId, timestamp: $.timestamp, event_type: tokens}\n")
+    summaries = []
+    for setting in ("1", "0"):
+        monkeypatch.setenv("SEGMETRO_READER_PROCESS", setting)
+        result = run("send", path, "--dry-run", "--now", "2026-11-25T00:00:00Z", "-m", "m.yaml",
+                     "--json")
+        summary = orjson.loads(result.stdout)
+        summaries.append({key: summary[key] for key in
+                          ("lines", "records", "events", "skipped_by_type", "rejected")})
+    assert summaries[0] == summaries[1]
+    assert summaries[0]["skipped_by_type"][UNREAD_TYPE] > 2000
