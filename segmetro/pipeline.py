@@ -69,15 +69,23 @@ def process(records: Iterable[SegmentRecord], mappings: MappingSet,
     clock = window if callable(window) else None
     if clock is not None:
         window = clock()
+    unread, last_unread = 0, None  # a run of unread lines becomes one outcome
     for count, record in enumerate(records):
+        data = record.data
+        if data is UNREAD:
+            if unread and record.file is not last_unread.file:
+                yield Outcome(SKIPPED, last_unread, code=UNREAD_TYPE, repeat=unread)
+                unread = 0
+            unread += 1
+            last_unread = record
+            continue
+        if unread:
+            yield Outcome(SKIPPED, last_unread, code=UNREAD_TYPE, repeat=unread)
+            unread = 0
         if clock is not None and not count & 4095:
             window = clock()
-        data = record.data
         if data is None:
             yield Outcome(REJECTED, record, None, "parse", record.error_code, record.error)
-            continue
-        if data is UNREAD:
-            yield Outcome(SKIPPED, record, code=UNREAD_TYPE)
             continue
         results = apply(data)
         if not results:
@@ -113,6 +121,8 @@ def process(records: Iterable[SegmentRecord], mappings: MappingSet,
                               f"a different event at {first}; Metronome keeps only the first "
                               "event of an id, so this one would never be billed",
                               result.mapping, final, body, event_type, timestamp)
+    if unread:
+        yield Outcome(SKIPPED, last_unread, code=UNREAD_TYPE, repeat=unread)
 
 
 @dataclass

@@ -111,7 +111,9 @@ def _child(fd: int, inputs: InputSet, mapping_text: str, mapping_source: str,
         records = read_records(inputs, counters, file_done, mappings.needles)
         for outcome in process(records, mappings, window):
             if outcome.record.data is UNREAD:  # sent as one entry per run, not one per line
-                unread[0] += 1
+                if unread[0] and outcome.record.file is not unread[1].file:
+                    flush_unread()
+                unread[0] += outcome.repeat
                 unread[1] = outcome.record
                 if unread[0] >= 65536:
                     send_chunk()
