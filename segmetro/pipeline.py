@@ -76,7 +76,7 @@ def process(records: Iterable[SegmentRecord], mappings: MappingSet,
             if unread and record.file is not last_unread.file:
                 yield Outcome(SKIPPED, last_unread, code=UNREAD_TYPE, repeat=unread)
                 unread = 0
-            unread += 1
+            unread += record.repeat
             last_unread = record
             continue
         if unread:

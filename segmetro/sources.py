@@ -65,6 +65,7 @@ class SegmentRecord:
     last_on_line: bool = True  # False for a batch line's items but its last
     origin: tuple | None = None  # (file, line) it first came from, when replayed from rejects
     text: bytes | None = None  # the line it was parsed from, when the line is this one record
+    repeat: int = 1  # UNREAD: the run of consecutive unread lines this record ends
 
     @property
     def place(self) -> str:
@@ -450,12 +451,15 @@ def read_file(source: InputFile, counter_sink: list | None = None,
             if next(lines, None) is None:
                 return
             line_no += 1
+        unread = 0  # consecutive lines no trigger can match, not yet handed on
         while True:
             try:
                 line = next(lines)
             except StopIteration:
                 break
             except TruncatedGzip as error:
+                if unread:
+                    yield SegmentRecord(name, line_no, seq - 1, UNREAD, repeat=unread)
                 yield SegmentRecord(name, line_no + 1, seq, None, f"{error} (after line {line_no})",
                                     "bad-gzip", "")
                 return
@@ -463,6 +467,19 @@ def read_file(source: InputFile, counter_sink: list | None = None,
                 raise InputVanished(f"{name}: reading failed after line {line_no}: "
                                     f"{error.strerror or error}") from None
             line_no += 1
+            if needles is not None and line.__class__ is bytes and line[:1] == b"{":
+                for needle in needles:  # the usual decider first: most lines that bill hold one
+                    if needle in line:
+                        break
+                else:
+                    if b"\\" not in line and b'"batch"' not in line and \
+                            (line[-1:] == b"}" or line.rstrip()[-1:] == b"}"):
+                        unread += 1  # handed on as one record when the run ends
+                        seq += 1
+                        continue
+            if unread:
+                yield SegmentRecord(name, line_no - 1, seq - 1, UNREAD, repeat=unread)
+                unread = 0
             if line.__class__ is TooLong:
                 yield SegmentRecord(
                     name, line_no, seq, None,
@@ -472,16 +489,6 @@ def read_file(source: InputFile, counter_sink: list | None = None,
                     line.head.decode("utf-8", "backslashreplace"))
                 seq += 1
                 continue
-            if needles is not None and line[:1] == b"{":
-                for needle in needles:  # the usual decider first: most lines that bill hold one
-                    if needle in line:
-                        break
-                else:
-                    if b"\\" not in line and b'"batch"' not in line and \
-                            (line[-1:] == b"}" or line.rstrip()[-1:] == b"}"):
-                        yield SegmentRecord(name, line_no, seq, UNREAD)
-                        seq += 1
-                        continue
             if line[:3] == BOM:
                 line = line[3:]
             try:
@@ -517,6 +524,8 @@ def read_file(source: InputFile, counter_sink: list | None = None,
                     "not-object", line.rstrip(b"\r").decode("utf-8", "backslashreplace"),
                 )
                 seq += 1
+        if unread:
+            yield SegmentRecord(name, line_no, seq - 1, UNREAD, repeat=unread)
     finally:
         if source.path != STDIN:
             stream.close()
@@ -529,6 +538,8 @@ def read_records(inputs: InputSet, counters: list | None = None,
     cut short is not reported done, so a checkpoint resumes it). With ``needles``, lines that
     hold none of them are not parsed (``UNREAD``)."""
     remaining = inputs.limit
+    if remaining is not None:
+        needles = None  # a trial of N records counts each line: no runs of unread lines
     for source in inputs.files:
         records = read_file(source, counters, inputs.max_line_bytes, needles)
         if remaining is None:
