@@ -171,13 +171,6 @@ def _rfc3339_fast(text: str) -> tuple[str, int] | None:
     offset = moment.utcoffset()
     if offset is None:
         return None
-    base = _MINUTES.get(text[:16])
-    if base is None:
-        base = (_days_from_civil(moment.year, moment.month, moment.day) * 1440
-                + moment.hour * 60 + moment.minute) * 60_000
-        if len(_MINUTES) > 100_000:
-            _MINUTES.clear()
-        _MINUTES[text[:16]] = base
     shift = (offset.days * 86_400 + offset.seconds) * 1000
     millisecond = moment.microsecond // 1000
     epoch_ms = _minute(text, moment) + moment.second * 1000 + millisecond - shift
