@@ -274,7 +274,8 @@ upload_options = option_group(
     click.option("--rate-limit", default=5000.0, show_default=True,
                  type=click.FloatRange(0),
                  help="Events per second across all requests (Metronome's default account "
-                      "limit is 5000); 0 for none."),
+                      "limit is 5000), the account's total: each of N shards takes limit/N, or "
+                      "draws from one budget with --rate-limit-redis; 0 for none."),
     click.option("--concurrency", default=64, show_default=True, type=click.IntRange(1, 512),
                  help="Most requests in flight; the actual number adapts to the server."),
     click.option("--max-retries", default=8, show_default=True, type=click.IntRange(0),

@@ -547,7 +547,7 @@ def field_value(mapping: Any, strict: bool = False):
     """A segmetro FieldValue for a directive. ``strict`` (transaction_id): a top-level
     ``@template`` with a variable that is missing, null or "" gives no value, since rendering it
     as "" would give all such records one id."""
-    from segmetro.mapping.fields import FieldValue  # fields imports nothing from here
+    from segmetro.mapping.fields import FieldValue  # fields imports this module
 
     resolver = compile_directive(mapping)
     tried = f"the directive {orjson.dumps(mapping).decode()[:120]}"

@@ -8,13 +8,13 @@ null, not ""); ``{literal: V}``; ``{template: "{{a.b}}-x"}``; ``{path: $..., def
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 from typing import Any, Callable
 
 import orjson
 
 from segmetro.jsvalues import js_string
+from segmetro.mapping import directives
 from segmetro.mapping.paths import MISSING, Getter, compile_path
 
 
@@ -60,9 +60,6 @@ def coalesce(options: list[FieldValue]) -> FieldValue:
                       constant=all(option.constant for option in options))
 
 
-_PLACEHOLDER = re.compile(r"\{\{\s*([^{}]*?)\s*\}\}")
-
-
 def render_scalar(value: Any) -> str:
     """How a JSON value prints inside a template or as a stringified property: numbers as
     JavaScript's String(n) prints them (3.0 is "3", 1e16 is "10000000000000000")."""
@@ -80,7 +77,7 @@ def render_scalar(value: Any) -> str:
 def template_problem(text: str) -> str | None:
     """Why a template cannot be what its author meant: braces left over once every
     ``{{name}}`` is taken out (``{{messageId}-x`` renders the braces as text)."""
-    rest = _PLACEHOLDER.sub("", text)
+    rest = directives.PLACEHOLDERS.sub("", text)
     if "{{" in rest or "}}" in rest:
         return (f"the template {text!r} has unbalanced braces: each variable is written "
                 "{{name}}, with two braces on each side")
@@ -88,7 +85,7 @@ def template_problem(text: str) -> str | None:
 
 
 def template_variables(text: str) -> list[str]:
-    return [match.group(1) for match in _PLACEHOLDER.finditer(text)]
+    return [(a or b).strip() for a, b in directives.PLACEHOLDERS.findall(text)]
 
 
 def template(text: str, strict: bool = False) -> FieldValue:
@@ -98,9 +95,7 @@ def template(text: str, strict: bool = False) -> FieldValue:
 
     ``strict`` (transaction_id): a variable that is missing, null or "" makes the whole value
     missing, since ``-song`` for every record without a messageId would collapse them."""
-    from segmetro.mapping import directives  # directives imports this module
-
-    names = [(a or b).strip() for a, b in directives.PLACEHOLDERS.findall(text)]
+    names = template_variables(text)
     if any(name.startswith("$.") for name in names):
         text = directives.PLACEHOLDERS.sub(
             lambda m: m.group(0).replace("$.", "", 1), text)
