@@ -15,6 +15,7 @@ import httpx
 import orjson
 
 from segmetro.billing import Account, Customers, Metric
+from segmetro.network import httpx_options
 from segmetro.status import ExitStatus, SegmetroError
 from segmetro.upload import (Verdict, UploadSettings, misrouted_message, retry_after,
                              server_message, verdict)
@@ -34,7 +35,7 @@ class AccountClient:
         self.retries = retries
         self.requests: list[tuple[str, str, Any]] = []  # (method, url, json body): for tests
         self._client = httpx.Client(
-            base_url=settings.base_url, trust_env=False,
+            base_url=settings.base_url, **httpx_options(settings.base_url),
             timeout=httpx.Timeout(settings.timeout, connect=settings.connect_timeout),
             headers={"Authorization": f"Bearer {settings.token}",
                      "User-Agent": "segmetro (read-only account check)"})

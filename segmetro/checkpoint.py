@@ -29,7 +29,7 @@ import os
 import time
 from collections import deque
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Iterator
 
 import orjson
@@ -37,7 +37,7 @@ import orjson
 from segmetro.files import open_private, private_dir, write_atomically
 from segmetro.pipeline import EVENT, Outcome
 from segmetro.rejects import RejectsFile
-from segmetro.sources import STDIN, InputFile, Position, SegmentRecord
+from segmetro.sources import STDIN, InputFile, Position, SegmentRecord, is_object
 from segmetro.status import ConfigError, ExitStatus, SegmetroError
 
 if TYPE_CHECKING:
@@ -57,9 +57,14 @@ class LockHeld(SegmetroError):
     status = ExitStatus.LOCKED
 
 
-def fingerprint(path: str) -> str:
+def fingerprint(source: InputFile) -> str:
+    """How the state knows an input: a file by the SHA-256 of its content, an object in a store
+    by its URL, ETag or generation, and size (no second read; a new version is a new key)."""
+    if is_object(source):
+        identity = f"object\n{source.path}\n{source.version}\n{source.size}"
+        return "object:" + hashlib.sha256(identity.encode()).hexdigest()
     digest = hashlib.sha256()
-    with open(path, "rb") as handle:
+    with open(source.path, "rb") as handle:
         while chunk := handle.read(_HASH_CHUNK):
             digest.update(chunk)
     return digest.hexdigest()
@@ -281,7 +286,7 @@ def plan(state: State, files: list[InputFile]) -> tuple[list[InputFile], Plan]:
     for source in files:
         if source.path == STDIN:
             raise StateError("stdin cannot be resumed: with --state, write it to a file first")
-        fp = fingerprint(source.path)
+        fp = fingerprint(source)
         if fp in result.fingerprints.values():
             result.copies.append(source.path)
             continue
@@ -299,7 +304,7 @@ def plan(state: State, files: list[InputFile]) -> tuple[list[InputFile], Plan]:
             progress.path = source.path
             if progress.position.seq > 0:
                 result.resumed.append(f"{source.path} from line {progress.position.line}")
-            to_read.append(InputFile(source.path, source.size, progress.position, source.identity))
+            to_read.append(replace(source, start=progress.position))
     return to_read, result
 
 
@@ -507,7 +512,7 @@ def status(directory: str, inputs: list[InputFile] = ()) -> dict:
     seen = {progress.path for progress in state.files.values()}
     fingerprints = {fp for fp in state.files}
     for source in inputs:
-        if source.path not in seen and fingerprint(source.path) not in fingerprints:
+        if source.path not in seen and fingerprint(source) not in fingerprints:
             files.append({"path": source.path, "status": "not started"})
     rejects: dict = {}
     if os.path.isfile(state.rejects_path):

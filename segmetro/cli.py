@@ -8,6 +8,7 @@ import os
 import sys
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
+from dataclasses import field as dataclass_field
 from typing import Callable, NoReturn
 
 import click
@@ -15,18 +16,21 @@ import orjson
 from rich.markup import escape
 
 from segmetro import __version__
-from segmetro.events import DEFAULT_BACKDATE_DAYS, DEFAULT_BASE_URL, MAX_BATCH, Window
+from segmetro.events import DAY_MS, DEFAULT_BACKDATE_DAYS, DEFAULT_BASE_URL, MAX_BATCH, Window
 from segmetro.explore import survey, survey_json
 from segmetro.files import check_new_or_own, check_not_input, open_private
 from segmetro.mapping import MappingError, MappingSet, load_mapping
+from segmetro.pipeline import Span
 from segmetro.rejects import RejectsFile, default_path
 from segmetro.summary import RunReport
 from segmetro.ui import Terminal
 from segmetro.run import Flow, run_local
-from segmetro.sources import (DEFAULT_MAX_LINE_BYTES, STDIN, InputError, InputSet,
-                              expand_inputs, read_records)
+from segmetro.sources import (DEFAULT_MAX_LINE_BYTES, DEFAULT_PRUNE_SLACK_DAYS, STDIN,
+                              DayFolders, InputError, InputSet, expand_inputs, read_records)
+from segmetro.stores import configure as configure_stores
 from segmetro.status import EXIT_CODES_HELP, ConfigError, ExitStatus, InternalError, failure
 from segmetro.timestamps import now_ms as current_ms
+from segmetro.timestamps import coerce as coerce_timestamp
 from segmetro.timestamps import parse_now
 
 
@@ -38,6 +42,29 @@ class Session:
     json_to_stderr: bool = False  # map: stdout holds the events
     flow: Flow | None = None  # the run, once it started: a failure reports what it confirmed
     printed: bool = False  # the summary was printed
+    reading: Reading = dataclass_field(default_factory=lambda: Reading())
+
+
+@dataclass
+class Reading:
+    """What every reading command takes besides its inputs: the time window, day-folder
+    pruning and anonymous access to stores (options that set this rather than each command's
+    parameters)."""
+
+    since_ms: int | None = None
+    until_ms: int | None = None
+    prune: bool = True
+    prune_slack_days: int = DEFAULT_PRUNE_SLACK_DAYS
+    anonymous: bool = False
+
+    @property
+    def span(self) -> Span:
+        return Span(self.since_ms, self.until_ms)
+
+    def days(self) -> DayFolders | None:
+        if not self.prune or self.since_ms is None:
+            return None
+        return DayFolders(self.since_ms, self.prune_slack_days * DAY_MS)
 
 
 def session() -> Session:
@@ -51,6 +78,19 @@ def _now_option(ctx, param, value: str | None) -> int | None:
     if parsed is None:
         raise click.BadParameter(f"{value!r} is not a timestamp (e.g. 2026-11-20T00:00:00Z)")
     return parsed
+
+
+def _reading(attribute: str, convert: Callable | None = None) -> Callable:
+    """A callback storing an option's value in the session's ``Reading``."""
+
+    def store(ctx, param, value):
+        if convert is not None:
+            value = convert(ctx, param, value)
+        if value is not None:
+            setattr(session().reading, attribute, value)
+        return value
+
+    return store
 
 
 def option_group(*options: Callable) -> Callable:
@@ -89,6 +129,28 @@ validation_options = option_group(
                  help="Read only the first N records (to try a mapping on a slice)."),
 )
 
+anonymous_option = click.option(
+    "--anonymous", is_flag=True, expose_value=False, callback=_reading("anonymous"),
+    help="Read s3:// and gs:// inputs without credentials (public buckets).")
+
+reading_options = option_group(
+    anonymous_option,
+    click.option("--since", metavar="TIME", expose_value=False,
+                 callback=_reading("since_ms", _now_option),
+                 help="Take only events at or after this time (a date or RFC 3339; UTC when "
+                      "no zone is given); the others are counted as outside the window."),
+    click.option("--until", metavar="TIME", expose_value=False,
+                 callback=_reading("until_ms", _now_option),
+                 help="Take only events before this time."),
+    click.option("--no-prune", is_flag=True, expose_value=False,
+                 callback=_reading("prune", lambda ctx, param, value: not value),
+                 help="Read every Segment day folder, even those --since proves hold nothing."),
+    click.option("--prune-slack", type=click.IntRange(0, 3650), metavar="DAYS",
+                 expose_value=False, callback=_reading("prune_slack_days"),
+                 help="Days an event's timestamp may run ahead of the day Segment received it "
+                      f"(default {DEFAULT_PRUNE_SLACK_DAYS}); see pruning in the README."),
+)
+
 
 def inputs_argument(required: bool = True) -> Callable:
     return click.argument("inputs", nargs=-1, required=required,
@@ -105,8 +167,13 @@ def load_or_exit(terminal: Terminal, mapping_path: str | None) -> MappingSet:
 
 def expand_or_exit(inputs: tuple[str, ...], max_line_bytes: int = DEFAULT_MAX_LINE_BYTES
                    ) -> InputSet:
+    reading = session().reading
+    if reading.since_ms is not None and reading.until_ms is not None and \
+            reading.since_ms >= reading.until_ms:
+        raise ConfigError("--since must be before --until")
+    configure_stores(anonymous=reading.anonymous)
     try:
-        return expand_inputs(inputs, max_line_bytes)
+        return expand_inputs(inputs, max_line_bytes, reading.days())
     except InputError as error:
         raise ConfigError(str(error)) from None
 
@@ -144,7 +211,7 @@ def make_flow(command: str, terminal: Terminal, inputs: tuple[str, ...],
     else:
         rejects = RejectsFile(default_path(), fresh=True)
     window = Window(now_ms, backdate_days) if now_ms is not None else live_window(backdate_days)
-    flow = Flow(command, input_set, mappings, window, rejects)
+    flow = Flow(command, input_set, mappings, window, rejects, session().reading.span)
     session().flow = flow
     return flow
 
@@ -170,6 +237,13 @@ def progress_display(terminal: Terminal, flow: Flow, shown: bool = True):
         yield lambda tally, done: progress.update(tally, done, flow.report.upload)
     finally:
         progress.close()
+
+
+def record_time(data: dict) -> int:
+    """A Segment record's ``timestamp`` in epoch ms (-1, before any window, when it has none
+    that can be read)."""
+    parsed = coerce_timestamp(data.get("timestamp"))
+    return parsed[1] if parsed is not None else -1
 
 
 def wants_json(args: list[str]) -> bool:
@@ -389,6 +463,7 @@ def upload_settings(api_token, base_url, timeout, api_token_file=None, batch_siz
               help="With --dry-run: print N example events in the summary.")
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as one JSON object.")
 @validation_options
+@reading_options
 @connection_options
 @upload_options
 @state_options
@@ -513,6 +588,7 @@ def read_account(settings, search_rate: float = 1.0):
 @click.option("--by-day", is_flag=True, help="Break the usage down by day too.")
 @click.option("--json", "as_json", is_flag=True, help="Print the findings as one JSON object.")
 @validation_options
+@reading_options
 @connection_options
 def preflight(inputs, mapping_path, by_day, as_json, now_ms, backdate_days, rejects_path, quiet,
               max_line_bytes, limit, api_token, api_token_file, base_url, timeout):
@@ -536,7 +612,7 @@ def preflight(inputs, mapping_path, by_day, as_json, now_ms, backdate_days, reje
                      rejects_path, max_line_bytes, limit)
     client, account = read_account(settings)
     client.close()
-    report, assessment, _sample, _outside = assess(flow, account, by_day)
+    report, assessment, _sample = assess(flow, account, by_day)
     session().printed = True
     if as_json:
         terminal.json(preflight_json(report, assessment))
@@ -551,10 +627,6 @@ def preflight(inputs, mapping_path, by_day, as_json, now_ms, backdate_days, reje
              "token refused, wrong URL or Metronome unreachable; 70 internal error.")
 @inputs_argument()
 @mapping_option
-@click.option("--since", "since", metavar="TIME", callback=_now_option,
-              help="Only events at or after this time (a date or RFC 3339, UTC).")
-@click.option("--until", "until", metavar="TIME", callback=_now_option,
-              help="Only events before this time.")
 @click.option("--sample", default=100, show_default=True, type=click.IntRange(0),
               help="Transaction ids to look up with /v1/events/search.")
 @click.option("--search-rate", default=1.0, show_default=True, type=click.FloatRange(0.01),
@@ -562,8 +634,9 @@ def preflight(inputs, mapping_path, by_day, as_json, now_ms, backdate_days, reje
 @click.option("--seed", default=0, show_default=True, help="Seed of the sample.")
 @click.option("--json", "as_json", is_flag=True, help="Print the findings as one JSON object.")
 @validation_options
+@reading_options
 @connection_options
-def reconcile(inputs, mapping_path, since, until, sample, search_rate, seed, as_json, now_ms,
+def reconcile(inputs, mapping_path, sample, search_rate, seed, as_json, now_ms,
               backdate_days, rejects_path, quiet, max_line_bytes, limit, api_token,
               api_token_file, base_url, timeout):
     """After a send: did Metronome count what the backfill sent?
@@ -585,9 +658,8 @@ def reconcile(inputs, mapping_path, since, until, sample, search_rate, seed, as_
                      rejects_path, max_line_bytes, limit)
     client, account = read_account(settings, search_rate)
     with client:
-        report, assessment, chosen, outside = assess(flow, account, True, sample, seed, since,
-                                                     until)
-        result = Reconciliation(outside_window=outside)
+        report, assessment, chosen = assess(flow, account, True, sample, seed)
+        result = Reconciliation()
         compare_usage(client, assessment, result)
         check_sample(client, chosen, result)
     status = report.exit_status()
@@ -608,6 +680,7 @@ def reconcile(inputs, mapping_path, since, until, sample, search_rate, seed, as_
               metavar="DIR", help="The state directory of the backfill.")
 @click.argument("inputs", nargs=-1, metavar="[INPUT]...")
 @click.option("--json", "as_json", is_flag=True, help="Print it as one JSON object.")
+@anonymous_option
 def status(state_dir, inputs, as_json):
     """Where a backfill stands: per input done, partly done or not started; rejects by stage and
     reason; the last run's summary; the PID of a run in progress.
@@ -663,6 +736,7 @@ def check_auth_command(api_token, api_token_file, base_url, timeout):
 @click.option("--json", "as_json", is_flag=True,
               help="Print the summary as JSON on stderr instead of text.")
 @validation_options
+@reading_options
 @shard_options
 def map_command(inputs, mapping_path, output, as_json, now_ms, backdate_days, rejects_path,
                 quiet, max_line_bytes, limit, shard, shards):
@@ -709,6 +783,7 @@ def map_command(inputs, mapping_path, output, as_json, now_ms, backdate_days, re
 @mapping_option
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as one JSON object.")
 @validation_options
+@reading_options
 def validate(inputs, mapping_path, as_json, now_ms, backdate_days, rejects_path, quiet,
              max_line_bytes, limit):
     """Check the mapping file; with inputs, map and validate every record.
@@ -812,6 +887,7 @@ def import_command(segment_file, output):
 @click.option("--limit", type=click.IntRange(1), metavar="N",
               help="Look at the first N matching records only.")
 @click.option("--json", "as_json", is_flag=True, help="Print the paths as JSON.")
+@reading_options
 def inspect(inputs, type_filter, event_filter, limit, as_json):
     """List the paths present in the events (as JSONPath), to write a mapping by.
 
@@ -824,7 +900,12 @@ def inspect(inputs, type_filter, event_filter, limit, as_json):
       segmetro inspect export.jsonl --event "Order Completed" --limit 1000
     """
     terminal = Terminal()
-    found = survey(read_records(expand_or_exit(inputs)), type_filter, event_filter, limit)
+    records = read_records(expand_or_exit(inputs))
+    span = session().reading.span
+    if span:  # by the records' own Segment timestamp: nothing is mapped here
+        records = (record for record in records if record.data is None or
+                   span.holds(record_time(record.data)))
+    found = survey(records, type_filter, event_filter, limit)
     if as_json:
         terminal.json(survey_json(found))
         return

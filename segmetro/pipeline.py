@@ -29,10 +29,26 @@ class Kind(Enum):
     SKIPPED = 1  # no trigger matched (``code`` holds the record's Segment type)
     REJECTED = 2  # with ``stage``, ``code`` and ``reason``
     DUPLICATE = 3  # the same event again under a transaction_id the run already produced
+    OUTSIDE = 4  # a mapping's event whose timestamp is outside --since/--until: not taken
 
 
-EVENT, SKIPPED, REJECTED, DUPLICATE = Kind.EVENT, Kind.SKIPPED, Kind.REJECTED, Kind.DUPLICATE
-SETTLED_AT_ONCE = frozenset((SKIPPED, REJECTED, DUPLICATE))  # nothing left to wait for
+EVENT, SKIPPED, REJECTED, DUPLICATE, OUTSIDE = Kind
+SETTLED_AT_ONCE = frozenset((SKIPPED, REJECTED, DUPLICATE, OUTSIDE))  # nothing left to wait for
+
+
+@dataclass(frozen=True)
+class Span:
+    """The run's own time window (``--since``, ``--until``): events outside it are not taken."""
+
+    since_ms: int | None = None
+    until_ms: int | None = None
+
+    def __bool__(self) -> bool:
+        return self.since_ms is not None or self.until_ms is not None
+
+    def holds(self, epoch_ms: int) -> bool:
+        return (self.since_ms is None or epoch_ms >= self.since_ms) and \
+            (self.until_ms is None or epoch_ms < self.until_ms)
 
 
 @dataclass(slots=True)
@@ -59,9 +75,11 @@ def segment_type(data: dict) -> str:
 
 
 def process(records: Iterable[SegmentRecord], mappings: MappingSet,
-            window: Window | Callable[[], Window]) -> Iterator[Outcome]:
+            window: Window | Callable[[], Window], span: Span = Span()) -> Iterator[Outcome]:
     """``window`` is fixed (``--now``) or a callable giving the clock's window, read again every
-    few thousand records so a run that lasts hours judges each record against its own time."""
+    few thousand records so a run that lasts hours judges each record against its own time.
+    A mapped event outside ``span`` is ``OUTSIDE`` (before Metronome's window is applied)."""
+    holds = span.holds if span else None
     apply = mappings.apply
     seen = SeenIds()
     check, dumps = seen.check, orjson.dumps
@@ -99,6 +117,9 @@ def process(records: Iterable[SegmentRecord], mappings: MappingSet,
                 yield Outcome(REJECTED, record, event, "map", result.code, result.reason,
                               result.mapping, final)
                 continue
+            if holds is not None and not holds(result.epoch_ms):
+                yield Outcome(OUTSIDE, record, mapping=result.mapping, final=final)
+                continue
             event_type, timestamp = event["event_type"], event["timestamp"]
             problem = check_mapped(event, result.epoch_ms, window)
             if problem is not None:
@@ -133,6 +154,7 @@ class Tally:
     records: int = 0
     events: int = 0
     duplicates: int = 0  # events the run already produced, the same to the byte: not sent again
+    outside_window: Counter = field(default_factory=Counter)  # mapping -> events outside --since/--until
     by_event_type: Counter = field(default_factory=Counter)
     skipped_by_type: Counter = field(default_factory=Counter)
     rejected_by_stage: Counter = field(default_factory=Counter)
@@ -167,6 +189,8 @@ class Tally:
             self.skipped_by_type[outcome.code] += outcome.repeat
         elif outcome.kind is DUPLICATE:
             self.duplicates += 1
+        elif outcome.kind is OUTSIDE:
+            self.outside_window[outcome.mapping] += 1
         else:
             self.reject(outcome, outcome.stage, outcome.code, outcome.reason)
 

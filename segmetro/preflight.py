@@ -27,24 +27,18 @@ COMPARABLE = ("count", "sum", "max", "unique")  # latest is not a lower bound of
 
 
 def assess(flow: Flow, account: Account, by_day: bool = False, sample: int = 0,
-           seed: int = 0, since_ms: int | None = None,
-           until_ms: int | None = None) -> tuple[RunReport, Assessment, list[str], int]:
-    """Run the flow as a dry run, judging each valid event; also a reservoir sample of the
-    transaction ids that should bill, and how many events fell outside [since, until)."""
+           seed: int = 0) -> tuple[RunReport, Assessment, list[str]]:
+    """Run the flow as a dry run, judging each valid event (those inside the flow's
+    --since/--until); also a reservoir sample of the transaction ids that should bill."""
     assessment = Assessment(account, by_day)
     chosen: list[str] = []
     rng = random.Random(seed)
     seen = [0]
-    outside = [0]
 
     def on_event(event: Any) -> None:
         if event.__class__ is orjson.Fragment:  # from the reader process: the JSON as made
             event = orjson.loads(orjson.dumps(event))
         epoch_ms = parse_rfc3339(event["timestamp"])
-        if (since_ms is not None and epoch_ms < since_ms) or \
-                (until_ms is not None and epoch_ms >= until_ms):
-            outside[0] += 1
-            return
         if assessment.add(event, epoch_ms) and sample:
             seen[0] += 1
             if len(chosen) < sample:
@@ -55,7 +49,7 @@ def assess(flow: Flow, account: Account, by_day: bool = False, sample: int = 0,
                     chosen[slot] = event["transaction_id"]
 
     report = run_local(flow, on_event=on_event)
-    return report, assessment, chosen, outside[0]
+    return report, assessment, chosen
 
 
 def preflight_json(report: RunReport, assessment: Assessment) -> dict:
@@ -96,13 +90,12 @@ class Reconciliation:
     duplicates: list[str] = field(default_factory=list)
     unmatched_customer: list[str] = field(default_factory=list)
     unmatched_metric: list[str] = field(default_factory=list)
-    outside_window: int = 0
 
     def as_json(self) -> dict:
         return {"checked": self.checked, "short": self.short, "not_compared": self.not_compared,
                 "sampled": self.sampled, "not_found": self.not_found,
                 "duplicates": self.duplicates, "unmatched_customer": self.unmatched_customer,
-                "unmatched_metric": self.unmatched_metric, "outside_window": self.outside_window}
+                "unmatched_metric": self.unmatched_metric}
 
     def failed(self) -> bool:
         return bool(self.short or self.not_found or self.unmatched_customer or

@@ -36,13 +36,14 @@ import orjson
 
 from segmetro.events import Window
 from segmetro.mapping import MappingSet, parse_mapping
-from segmetro.pipeline import DUPLICATE, EVENT, REJECTED, SKIPPED, UNREAD_TYPE, Outcome, process
+from segmetro.pipeline import (DUPLICATE, EVENT, OUTSIDE, REJECTED, SKIPPED, UNREAD_TYPE, Outcome,
+                               Span, process)
 from segmetro.sources import UNREAD, ByteCounter, InputSet, SegmentRecord, read_records
 from segmetro.status import ExitStatus, InternalError, SegmetroError, failure
 
 CHUNK = 512  # outcomes a frame
 _HEADER = struct.Struct("<I")
-_KINDS = (EVENT, SKIPPED, REJECTED, DUPLICATE)
+_KINDS = (EVENT, SKIPPED, REJECTED, DUPLICATE, OUTSIDE)
 _UNREAD_RUN = 9  # an entry standing for a run of unread lines
 _KIND_NUMBER = {kind: number for number, kind in enumerate(_KINDS)}
 
@@ -73,7 +74,7 @@ def use_reader_process() -> bool:
 
 
 def _child(fd: int, inputs: InputSet, mapping_text: str, mapping_source: str,
-           window: Window) -> None:
+           window: Window, span: Span) -> None:
     """The reader process: every outcome, in order, to the pipe. Never returns."""
     signal.set_wakeup_fd(-1)  # the parent's event loop is not ours
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent decides when to stop
@@ -109,7 +110,7 @@ def _child(fd: int, inputs: InputSet, mapping_text: str, mapping_source: str,
     try:
         mappings = parse_mapping(mapping_text, mapping_source)
         records = read_records(inputs, counters, file_done, mappings.needles)
-        for outcome in process(records, mappings, window):
+        for outcome in process(records, mappings, window, span):
             if outcome.record.data is UNREAD:  # sent as one entry per run, not one per line
                 if unread[0] and outcome.record.file is not unread[1].file:
                     flush_unread()
@@ -143,8 +144,10 @@ def _child(fd: int, inputs: InputSet, mapping_text: str, mapping_source: str,
 class ReaderProcess:
     """The parent's side: outcomes as if ``process(read_records(...))`` ran here."""
 
-    def __init__(self, inputs: InputSet, mappings: MappingSet, window: Window):
+    def __init__(self, inputs: InputSet, mappings: MappingSet, window: Window,
+                 span: Span = Span()):
         self.inputs = inputs
+        self.span = span
         self.mappings = mappings  # the child compiles its own copy from the text
         self.window = window
         self._pid: int | None = None
@@ -159,7 +162,7 @@ class ReaderProcess:
         if pid == 0:
             try:
                 _child(write_fd, self.inputs, self.mappings.text, self.mappings.source,
-                       self.window)
+                       self.window, self.span)
             finally:
                 os._exit(1)
         self._pid = pid

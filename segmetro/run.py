@@ -12,9 +12,9 @@ from contextlib import contextmanager
 from typing import Callable, Iterator
 
 from segmetro.checkpoint import Ledger
-from segmetro.events import Window
+from segmetro.events import DAY_MS, Window
 from segmetro.mapping import MappingSet
-from segmetro.pipeline import EVENT, REJECTED, Outcome, Tally, process
+from segmetro.pipeline import EVENT, REJECTED, Outcome, Span, Tally, process
 from segmetro.rejects import RejectsFile
 from segmetro.summary import RunReport
 from segmetro.reader import ReaderProcess, decode, use_reader_process
@@ -59,10 +59,12 @@ class Flow:
     """Inputs, mapping, clock and rejects file of one run, and the report it fills in."""
 
     def __init__(self, command: str, inputs: InputSet, mappings: MappingSet,
-                 window: Window | Callable[[], Window], rejects: RejectsFile):
+                 window: Window | Callable[[], Window], rejects: RejectsFile,
+                 span: Span = Span()):
         self.inputs = inputs
         self.mappings = mappings
         self.window = window
+        self.span = span  # --since/--until
         self.rejects = rejects
         self.ledger: Ledger | None = None
         self.finishers: list[Callable[[RunReport], None]] = []  # after the report is closed
@@ -72,7 +74,11 @@ class Flow:
         self.report = RunReport(command, Tally(), files=len(inputs.files),
                                 files_skipped=list(inputs.skipped),
                                 inputs_left_out=list(inputs.left_out),
-                                mapping_source=mappings.source, warnings=list(mappings.warnings))
+                                mapping_source=mappings.source, warnings=list(mappings.warnings),
+                                pruned=list(inputs.pruned))
+        if span:
+            self.report.span = (format_ms(span.since_ms) if span.since_ms is not None else None,
+                                format_ms(span.until_ms) if span.until_ms is not None else None)
 
     def bytes_read(self) -> int:
         if self.remote_bytes_read is not None:
@@ -100,7 +106,8 @@ class Flow:
         records = read_records(self.inputs, self.counters,
                                ledger.file_read if ledger is not None else None,
                                self.mappings.needles)
-        for index, outcome in enumerate(process(records, self.mappings, self.window)):
+        for index, outcome in enumerate(process(records, self.mappings, self.window,
+                                                self.span)):
             if take(outcome):
                 yield outcome
             if tick is not None and not index % TICK_EVERY:
@@ -109,7 +116,8 @@ class Flow:
     def _outcomes_from_reader(self, tick: Tick | None) -> Iterator[Outcome]:
         take, ledger, tally = self.take, self.ledger, self.report.tally
         self.remote_bytes_read = 0
-        for message in ReaderProcess(self.inputs, self.mappings, self.window).messages_sync():
+        reader = ReaderProcess(self.inputs, self.mappings, self.window, self.span)
+        for message in reader.messages_sync():
             if message[0] == "outcomes":
                 self.remote_bytes_read = message[2]
                 for outcome in decode(message[1]):
@@ -137,6 +145,8 @@ class Flow:
         report.elapsed = time.monotonic() - self.started
         window = self.window() if callable(self.window) else self.window
         report.window = (format_ms(window.earliest_ms), format_ms(window.latest_ms))
+        if self.span.since_ms is None:
+            report.hint = since_hint(report.tally, window)
         if self.rejects.used:
             report.rejects_path = self.rejects.path
             report.rejects_appended = self.rejects.appended
@@ -148,6 +158,20 @@ class Flow:
                 report.fail(*failure(error))
         self.finishers = []
         return report
+
+
+def since_hint(tally: Tally, window: Window) -> str | None:
+    """When most events a run made are too old for Metronome, the --since that takes only
+    what it accepts: the first UTC midnight inside its window."""
+    too_old = tally.rejected_by_reason.get(("validate", "timestamp-too-old"), 0)
+    made = tally.events + tally.duplicates + tally.rejected_by_stage.get("validate", 0)
+    if not too_old or too_old * 2 <= made:
+        return None
+    since = -(-window.earliest_ms // DAY_MS) * DAY_MS
+    return (f"{too_old:,} of the {made:,} events this run made are older than Metronome's "
+            f"{window.backdate_days}-day window (earliest {format_ms(window.earliest_ms)}) and "
+            f"were rejected; to take only what Metronome accepts, run with --since "
+            f"{format_ms(since)[:10]}")
 
 
 def run_local(flow: Flow, show: int = 0, tick: Tick | None = None,

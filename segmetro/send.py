@@ -48,7 +48,7 @@ class _Sender:
                     events = []
             yield events
             return
-        reader = ReaderProcess(flow.inputs, flow.mappings, flow.window)
+        reader = ReaderProcess(flow.inputs, flow.mappings, flow.window, flow.span)
         take, ledger = flow.take, flow.ledger
         flow.remote_bytes_read = 0
         async with aclosing(reader.messages()) as messages:

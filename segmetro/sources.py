@@ -98,10 +98,11 @@ class Position:
 
 @dataclass(slots=True)
 class InputFile:
-    path: str  # STDIN for standard input
+    path: str  # STDIN for standard input; an object's URL for s3:// and gs://
     size: int | None  # bytes on disk, None when unknown (stdin)
     start: Position | None = None  # resume here (checkpoints); None reads from the top
-    identity: tuple[int, int] | None = None  # (device, inode); None for stdin
+    identity: tuple[int, int] | None = None  # (device, inode); None for stdin and objects
+    version: str | None = None  # an object's ETag (S3) or generation (GCS)
 
     @property
     def name(self) -> str:
@@ -115,11 +116,52 @@ class InputSet:
     left_out: list[str] = field(default_factory=list)  # "path: why" (own outputs, repeats, links)
     max_line_bytes: int = DEFAULT_MAX_LINE_BYTES
     limit: int | None = None  # read only the first N records (--limit)
+    pruned: list[str] = field(default_factory=list)  # day folders --since proves hold nothing
 
     @property
     def total_bytes(self) -> int | None:
         sizes = [f.size for f in self.files]
         return None if any(s is None for s in sizes) else sum(sizes)
+
+
+DAY_MS = 86_400_000
+DEFAULT_PRUNE_SLACK_DAYS = 7
+_FIRST_DAY, _LAST_DAY = 1_262_304_000_000, 4_102_444_800_000  # 2010-01-01, 2100-01-01
+
+
+@dataclass
+class DayFolders:
+    """Segment's day folders (``<source-id>/<UTC midnight as epoch ms>/``) that ``--since`` proves
+    hold no event inside the window, left unlisted and unread.
+
+    The rule: a folder for day D holds what Segment *received* in [D, D + 1 day). An event's
+    timestamp can be any amount older than its receipt (late and offline clients), so ``--until``
+    prunes nothing; it is later than its receipt only by clock skew, taken to be at most
+    ``slack_ms`` (``--prune-slack``, 7 days by default). So a folder is pruned when
+    D + 1 day + slack <= since, and only then."""
+
+    since_ms: int | None = None
+    slack_ms: int = DEFAULT_PRUNE_SLACK_DAYS * DAY_MS
+    pruned: list[str] = field(default_factory=list)
+
+    def prunes(self, path: str, name: str) -> bool:
+        if self.since_ms is None or not (name.isascii() and name.isdigit() and
+                                         12 <= len(name) <= 13):
+            return False
+        day = int(name)
+        if day % DAY_MS or not _FIRST_DAY <= day <= _LAST_DAY:
+            return False
+        if day + DAY_MS + self.slack_ms <= self.since_ms:
+            self.pruned.append(path)
+            return True
+        return False
+
+
+def is_object(source: InputFile) -> bool:
+    """An object in S3 or GCS (see ``stores.py``), not a file."""
+    from segmetro.stores import is_remote
+
+    return is_remote(source.path)
 
 
 def _looks_like_events(name: str) -> bool:
@@ -136,12 +178,14 @@ def is_own_output(name: str) -> bool:
 class _Expansion:
     """Walks directories and globs once: no symlink loops, each file (device, inode) once."""
 
-    def __init__(self) -> None:
+    def __init__(self, days: DayFolders | None = None) -> None:
         self.found: list[InputFile] = []
         self.skipped: list[str] = []
         self.left_out: list[str] = []
+        self.days = days or DayFolders()
         self._files: dict[tuple[int, int], str] = {}
         self._dirs: set[tuple[int, int]] = set()
+        self._objects: set[str] = set()
 
     def add_file(self, path: str, info: os.stat_result) -> None:
         identity = (info.st_dev, info.st_ino)
@@ -179,7 +223,8 @@ class _Expansion:
             self.left_out.append(f"{path}: {error.strerror}")
             return
         if stat.S_ISDIR(info.st_mode):
-            self.walk(path, info)
+            if not self.days.prunes(path, name):
+                self.walk(path, info)
         elif not stat.S_ISREG(info.st_mode):
             self.skipped.append(path)
         elif in_walk and is_own_output(name):
@@ -188,6 +233,68 @@ class _Expansion:
             self.skipped.append(path)
         else:
             self.add_file(path, info)
+
+    def remote(self, spec: str) -> None:
+        """An object, a prefix (walked one level at a time) or a glob, in S3 or GCS."""
+        from segmetro import stores
+
+        if glob.has_magic(spec.partition("://")[2]):
+            self._remote_glob(spec)
+            return
+        found = stores.stat(spec)
+        if found.is_dir:
+            if not self.days.prunes(found.url, found.name):
+                self._remote_walk(found.url)
+        else:
+            self._object(found, in_walk=False)
+
+    def _remote_walk(self, url: str) -> None:
+        from segmetro import stores
+
+        for item in stores.list_dir(url):
+            if item.is_dir:
+                if not self.days.prunes(item.url, item.name):
+                    self._remote_walk(item.url)
+            else:
+                self._object(item, in_walk=True)
+
+    def _object(self, item, in_walk: bool) -> None:
+        if item.url in self._objects:
+            self.left_out.append(f"{item.url}: named twice, read once")
+        elif in_walk and is_own_output(item.name):
+            self.left_out.append(f"{item.url}: a segmetro rejects file")
+        elif in_walk and not _looks_like_events(item.name):
+            self.skipped.append(item.url)
+        else:
+            self._objects.add(item.url)
+            self.found.append(InputFile(item.url, item.size, None, None, item.version))
+
+    def _remote_glob(self, spec: str) -> None:
+        from segmetro import stores
+
+        scheme, _, rest = spec.partition("://")
+        fixed = list(itertools.takewhile(lambda part: not glob.has_magic(part), rest.split("/")))
+        pattern = _glob_regex(spec)
+        recursive = "**" in spec
+        depth = spec.count("/")
+        matches: list = []
+
+        def visit(url: str) -> None:
+            for item in stores.list_dir(url):
+                if pattern.fullmatch(item.url):
+                    matches.append(item)
+                elif item.is_dir and (recursive or item.url.count("/") < depth) and \
+                        not self.days.prunes(item.url, item.name):
+                    visit(item.url)
+
+        visit(f"{scheme}://" + "/".join(fixed))
+        if not matches and not self.days.pruned:
+            raise InputError(f"{spec}: the pattern matches no object")
+        for item in sorted(matches, key=lambda found: found.url):
+            if not item.is_dir:
+                self._object(item, in_walk=True)
+            elif not self.days.prunes(item.url, item.name):
+                self._remote_walk(item.url)
 
 
 _GLOB_PART = re.compile(r"\*\*/|\*\*|\*|\?|\[[^/\]]*\]")
@@ -243,32 +350,41 @@ def _expand_glob(spec: str, expansion: _Expansion) -> None:
             path = prefix + entry.name
             if pattern.fullmatch(path):
                 matches.append(path)
-            elif (recursive or path.count("/") < depth) and entry.is_dir():
+            elif (recursive or path.count("/") < depth) and entry.is_dir() and \
+                    not expansion.days.prunes(path, entry.name):
                 visit(path)
 
     visit(base)
-    if not matches:
+    if not matches and not expansion.days.pruned:
         raise InputError(f"{spec}: the pattern matches no file")
     for path in sorted(matches):
         expansion.entry(path, os.path.basename(path), in_walk=True)
 
 
 def expand_inputs(specs: tuple[str, ...] | list[str],
-                  max_line_bytes: int = DEFAULT_MAX_LINE_BYTES) -> InputSet:
+                  max_line_bytes: int = DEFAULT_MAX_LINE_BYTES,
+                  days: DayFolders | None = None) -> InputSet:
     """Resolve the command line's INPUT arguments; raise InputError for one that names nothing.
     Directories and globs are walked without following a symlink loop; a file reached twice
-    (named twice, through a link, or in two directories) is read once."""
-    expansion = _Expansion()
+    (named twice, through a link, or in two directories) is read once. ``s3://`` and ``gs://``
+    name objects, prefixes and globs in the stores (``stores.py``). With ``days``, Segment's day
+    folders it proves empty of the window are not walked."""
+    from segmetro.stores import is_remote
+
+    expansion = _Expansion(days)
     for spec in specs:
         if spec == STDIN:
             expansion.found.append(InputFile(STDIN, None))
+        elif is_remote(spec):
+            expansion.remote(spec)
         elif os.path.lexists(spec):
             expansion.entry(spec, os.path.basename(spec), in_walk=False)
         elif glob.has_magic(spec):
             _expand_glob(spec, expansion)
         else:
             raise InputError(f"{spec}: no such file or directory")
-    return InputSet(expansion.found, expansion.skipped, expansion.left_out, max_line_bytes)
+    return InputSet(expansion.found, expansion.skipped, expansion.left_out, max_line_bytes,
+                    pruned=expansion.days.pruned)
 
 
 class ByteCounter:
@@ -360,11 +476,19 @@ def _lines(chunks: Iterator[bytes], max_bytes: int) -> Iterator[bytes | TooLong]
 
 
 def open_lines(source: InputFile, counter: ByteCounter,
-               max_line_bytes: int = DEFAULT_MAX_LINE_BYTES
+               max_line_bytes: int = DEFAULT_MAX_LINE_BYTES, fetcher=None
                ) -> tuple[Iterator[bytes | TooLong], BinaryIO]:
-    """The decompressed lines of one input, and the stream to close afterwards."""
+    """The decompressed lines of one input, and the stream to close afterwards. An object in a
+    store comes from ``fetcher`` (a ``stores.Prefetcher``)."""
     try:
-        stream = sys.stdin.buffer if source.path == STDIN else open(source.path, "rb")
+        if is_object(source):
+            if fetcher is None:
+                from segmetro.stores import Prefetcher
+
+                fetcher = Prefetcher(())
+            stream = fetcher.open(source)
+        else:
+            stream = sys.stdin.buffer if source.path == STDIN else open(source.path, "rb")
     except OSError as error:
         raise InputVanished(f"{source.path}: {error.strerror or error} (it was there when the "
                             "run started)") from None
@@ -434,13 +558,13 @@ def _replayed(entry: dict, name: str, line_no: int, seq: int, loads) -> SegmentR
 
 def read_file(source: InputFile, counter_sink: list | None = None,
               max_line_bytes: int = DEFAULT_MAX_LINE_BYTES,
-              needles: tuple[bytes, ...] | None = None) -> Iterator[SegmentRecord]:
+              needles: tuple[bytes, ...] | None = None, fetcher=None) -> Iterator[SegmentRecord]:
     """Records of one input, in order. ``counter_sink`` receives the file's ByteCounter."""
     name = source.name
     counter = ByteCounter()
     if counter_sink is not None:
         counter_sink.append(counter)
-    lines, stream = open_lines(source, counter, max_line_bytes)
+    lines, stream = open_lines(source, counter, max_line_bytes, fetcher)
     loads = orjson.loads
     start = source.start or Position()
     line_no = 0
@@ -540,16 +664,25 @@ def read_records(inputs: InputSet, counters: list | None = None,
     remaining = inputs.limit
     if remaining is not None:
         needles = None  # a trial of N records counts each line: no runs of unread lines
-    for source in inputs.files:
-        records = read_file(source, counters, inputs.max_line_bytes, needles)
-        if remaining is None:
-            yield from records
-        else:
-            for record in records:
-                yield record
-                remaining -= 1
-                if remaining <= 0:
-                    records.close()
-                    return
-        if on_file_done is not None:
-            on_file_done(source.name)
+    fetcher = None
+    if any(is_object(source) for source in inputs.files):
+        from segmetro.stores import Prefetcher
+
+        fetcher = Prefetcher(inputs.files)
+    try:
+        for source in inputs.files:
+            records = read_file(source, counters, inputs.max_line_bytes, needles, fetcher)
+            if remaining is None:
+                yield from records
+            else:
+                for record in records:
+                    yield record
+                    remaining -= 1
+                    if remaining <= 0:
+                        records.close()
+                        return
+            if on_file_done is not None:
+                on_file_done(source.name)
+    finally:
+        if fetcher is not None:
+            fetcher.close()

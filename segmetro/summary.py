@@ -49,6 +49,9 @@ class RunReport:
     shard: dict | None = None  # {index, count, files, of_files, bytes} when sharded
     error: str | None = None  # what ended the run early, when it did not finish
     error_status: ExitStatus | None = None
+    span: tuple | None = None  # --since/--until as given: (since, until), either None
+    pruned: list[str] = field(default_factory=list)  # day folders --since proved empty
+    hint: str | None = None  # said first: most events too old, and the --since to use
 
     def fail(self, status: ExitStatus, message: str) -> None:
         """The run ends early with ``status``; the first failure is the one reported."""
@@ -112,6 +115,12 @@ class RunReport:
             "error": self.error,
             "by_day": self.by_day(),
             "shard": self.shard,
+            "since": self.span[0] if self.span else None,
+            "until": self.span[1] if self.span else None,
+            "outside_window": sum(tally.outside_window.values()),
+            "outside_window_by_mapping": dict(tally.outside_window.most_common()),
+            "pruned_folders": len(self.pruned),
+            "hint": self.hint,
             "window": {"earliest": self.window[0], "latest": self.window[1]}
             if self.window else None,
             "interrupted": signal.Signals(self.interrupted).name if self.interrupted else None,

@@ -32,6 +32,16 @@ def summary_lines(report: RunReport) -> list[str]:
     lines = [f"[bold]segmetro {title}[/]: {_plural(tally.lines, 'line')} read "
              f"({_plural(tally.records, 'record')}) from {_plural(report.files, 'file')} "
              f"in {report.elapsed:.1f}s, mapping {escape(report.mapping_source)}"]
+    if report.hint:
+        lines.append(f"  [bold yellow]note:[/] {escape(report.hint)}")
+    if report.span:
+        since, until = report.span
+        bounds = " and ".join(part for part in (since and f"at or after {since}",
+                                                until and f"before {until}") if part)
+        lines.append(f"  window: events {bounds} (--since/--until)")
+    if report.pruned:
+        lines.append(f"  day folders pruned: {len(report.pruned):,} (received too long before "
+                     "--since to hold an event inside it; not listed or read)")
     if report.files_skipped:
         shown = ", ".join(escape(p) for p in report.files_skipped[:3])
         more = f" and {len(report.files_skipped) - 3:,} more" if len(report.files_skipped) > 3 \
@@ -70,6 +80,12 @@ def summary_lines(report: RunReport) -> list[str]:
     if tally.duplicates:
         lines.append(f"  repeats   {tally.duplicates:>10,}  the same event as earlier in the "
                      "run (same transaction_id and content): not sent again")
+    if tally.outside_window:
+        lines.append(f"  outside   {sum(tally.outside_window.values()):>10,}  events outside the "
+                     "window (--since/--until): not taken")
+        if len(tally.outside_window) > 1:
+            for mapping, count in tally.outside_window.most_common():
+                lines.append(f"    {count:>18,}  {escape(str(mapping))}")
     lines.append(f"  skipped   {tally.skipped:>10,}  no trigger matched")
     for kind, count in tally.skipped_by_type.most_common():
         lines.append(f"    {count:>18,}  {escape(kind)}")
@@ -249,8 +265,6 @@ def reconciliation_lines(result) -> list[str]:
     if result.not_compared:
         lines.append(f"  {result.not_compared:,} cells of LATEST metrics not compared (no lower "
                      "bound)")
-    if result.outside_window:
-        lines.append(f"  {result.outside_window:,} events outside --since/--until, left out")
     lines.append(f"  sampled {result.sampled:,} transaction ids: {len(result.not_found):,} not "
                  f"found, {len(result.duplicates):,} duplicates, "
                  f"{len(result.unmatched_customer):,} with no matched customer, "

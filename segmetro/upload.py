@@ -37,6 +37,7 @@ import orjson
 
 from segmetro import __version__
 from segmetro.events import DEFAULT_BASE_URL, MAX_BATCH
+from segmetro.network import httpx_options
 from segmetro.pipeline import Outcome
 from segmetro.ratelimit import TokenBucket
 from segmetro.redact import register, scrub
@@ -297,11 +298,10 @@ class Uploader:
         count = max(1, math.ceil(self.settings.concurrency / CONNECTIONS_PER_POOL))
         limits = httpx.Limits(max_connections=CONNECTIONS_PER_POOL,
                               max_keepalive_connections=CONNECTIONS_PER_POOL)
-        # One TLS context for all pools: each would otherwise load the CA bundle (~18 ms).
-        verify = httpx.create_ssl_context() if self.settings.url.startswith("https:") else False
         # httpx's transports, without the Client layer: one fixed POST needs no cookies,
         # redirects, auth flows or URL merging, and skipping them saves ~15 % CPU a request.
-        self._pools = [httpx.AsyncHTTPTransport(limits=limits, verify=verify, trust_env=False)
+        # Proxy and CA bundle come from the environment (network.py), read once for all pools.
+        self._pools = [httpx.AsyncHTTPTransport(limits=limits, **httpx_options(self.settings.url))
                        for _ in range(count)]
         self._load = [0] * count
         timeout = httpx.Timeout(self.settings.timeout, connect=self.settings.connect_timeout)
@@ -490,7 +490,8 @@ def misrouted_message(settings: UploadSettings, status: int | None,
 async def check_auth(settings: UploadSettings) -> tuple[bool, str]:
     """POST [] to /v1/ingest: 400 means the token was accepted, 401/403 refused."""
     timeout = httpx.Timeout(settings.timeout, connect=settings.connect_timeout)
-    async with httpx.AsyncClient(timeout=timeout, trust_env=False) as client:
+    transport = httpx.AsyncHTTPTransport(**httpx_options(settings.url))
+    async with httpx.AsyncClient(timeout=timeout, transport=transport, trust_env=False) as client:
         try:
             response = await client.post(settings.url, content=b"[]", headers={
                 "Authorization": f"Bearer {settings.token}", "Content-Type": "application/json"})

@@ -1,0 +1,309 @@
+"""Objects in S3 and GCS as inputs, read where they live (``s3://``, ``gs://``).
+
+Through fsspec's s3fs and gcsfs, installed as extras (``segmetro[s3]``, ``segmetro[gcs]``).
+Credentials come from each SDK's own chain (AWS environment, profile, instance or pod role; Google
+application default credentials) and never pass through segmetro. The endpoint overrides the SDKs
+honour are honoured (``AWS_ENDPOINT_URL_S3`` / ``AWS_ENDPOINT_URL``; ``STORAGE_EMULATOR_HOST``,
+which as in Google's SDK means anonymous access), and so are the proxy and CA bundle settings of
+``network.py``. ``--anonymous`` reads public buckets without credentials.
+
+Listing is done by segmetro, one "directory" (delimiter listing) at a time, so that Segment's day
+folders outside a ``--since`` window are never listed (see ``sources.DayFolders``). An object is
+known by its URL, ETag (S3) or generation (GCS) and size: the checkpoint needs no second read.
+
+``Prefetcher`` fetches the objects ahead of the reader, several at a time, holding at most
+``budget`` bytes; an object over ``whole_max`` is streamed in its turn instead of held whole.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import threading
+from collections import deque
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import BinaryIO, Iterable
+
+from segmetro.network import ca_bundle
+from segmetro.status import ConfigError, ExitStatus, InternalError, SegmetroError
+
+SCHEMES = {"s3": "s3", "gs": "gcs", "gcs": "gcs"}  # URL scheme -> the extra that reads it
+PREFETCH_WORKERS = 8
+PREFETCH_BUDGET = 64 << 20  # bytes of fetched objects held at once
+WHOLE_MAX = 16 << 20  # larger objects are streamed, not fetched whole
+STREAM_BLOCK = 8 << 20
+
+
+class StoreRefused(SegmetroError):
+    """The store refused the credentials, or cannot be reached (exit 3)."""
+
+    status = ExitStatus.ABORTED
+
+
+@dataclass(frozen=True)
+class StoreOptions:
+    anonymous: bool = False
+
+
+_options = StoreOptions()
+_filesystems: dict = {}  # (pid, protocol) -> filesystem: a forked reader makes its own
+_lock = threading.Lock()
+
+
+def configure(anonymous: bool = False) -> None:
+    global _options
+    _options = StoreOptions(anonymous)
+    _filesystems.clear()
+
+
+def is_remote(spec: str) -> bool:
+    scheme, sep, _ = spec.partition("://")
+    return bool(sep) and scheme.lower() in SCHEMES
+
+
+def split(url: str) -> tuple[str, str]:
+    """(protocol, "bucket/key") of an object URL."""
+    scheme, _, rest = url.partition("://")
+    return SCHEMES[scheme.lower()], rest
+
+
+def filesystem(protocol: str):
+    key = (os.getpid(), protocol)
+    with _lock:
+        fs = _filesystems.get(key)
+        if fs is None:
+            fs = _filesystems[key] = _make(protocol)
+        return fs
+
+
+def _missing_extra(protocol: str, error: ImportError) -> ConfigError:
+    scheme = "s3://" if protocol == "s3" else "gs://"
+    return ConfigError(f"{scheme} inputs need the {protocol} extra: "
+                       f"pip install 'segmetro[{protocol}]' ({error})")
+
+
+def _make(protocol: str):
+    if protocol == "s3":
+        try:
+            import s3fs
+        except ImportError as error:
+            raise _missing_extra("s3", error) from None
+        client: dict = {}
+        endpoint = os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL")
+        if endpoint:
+            client["endpoint_url"] = endpoint
+        bundle = ca_bundle()
+        if bundle:
+            client["verify"] = bundle
+        return s3fs.S3FileSystem(anon=_options.anonymous, client_kwargs=client,
+                                 skip_instance_cache=True, use_listings_cache=False)
+    try:
+        from gcsfs.core import GCSFileSystem  # the JSON API; not the gRPC experiments
+    except ImportError as error:
+        raise _missing_extra("gcs", error) from None
+    emulator = os.environ.get("STORAGE_EMULATOR_HOST", "") not in ("", "default")
+    token = "anon" if _options.anonymous or emulator else "google_default"
+    try:
+        return GCSFileSystem(token=token, skip_instance_cache=True,
+                             session_kwargs={"trust_env": True})
+    except Exception as error:  # noqa: BLE001 - google.auth's DefaultCredentialsError and kin
+        raise ConfigError("gs:// inputs: no Google credentials found (application default "
+                          "credentials: GOOGLE_APPLICATION_CREDENTIALS, gcloud auth "
+                          "application-default login, or the instance's service account); "
+                          f"--anonymous reads a public bucket ({type(error).__name__})") from None
+
+
+def translate(error: BaseException, url: str) -> SegmetroError:
+    """A store's exception as segmetro's: what to do, with the URL, never a traceback."""
+    name = type(error).__name__
+    text = str(error)
+    status = getattr(error, "code", None) or getattr(error, "status", None)
+    if isinstance(error, SegmetroError):
+        return error
+    if isinstance(error, FileNotFoundError):
+        return ConfigError(f"{url}: {_not_found(text)}")
+    if name == "NoCredentialsError":
+        return ConfigError(f"{url}: no AWS credentials found (environment, profile, instance or "
+                           "pod role); --anonymous reads a public bucket")
+    if isinstance(error, PermissionError) or status in (401, 403):
+        return StoreRefused(f"{url}: access refused by the store ({_first_line(text)}): check "
+                            "the credentials and the bucket's permissions")
+    if name in ("EndpointConnectionError", "ConnectTimeoutError", "ClientConnectorError",
+                "ServerDisconnectedError") or isinstance(error, (ConnectionError, TimeoutError)):
+        return StoreRefused(f"{url}: the store cannot be reached ({name}: "
+                            f"{_first_line(text)})")
+    return InternalError(f"{url}: the store failed: {name}: {_first_line(text)}")
+
+
+def _first_line(text: str) -> str:
+    return (text.strip().splitlines() or [""])[0][:300]
+
+
+def _not_found(text: str) -> str:
+    lowered = text.lower()
+    if "bucket" in lowered and ("not exist" in lowered or "not found" in lowered):
+        return "no such bucket"
+    return "no such object or prefix"
+
+
+@dataclass(slots=True)
+class Listed:
+    """One entry of a listing: a "directory" (common prefix) or an object."""
+
+    url: str
+    name: str  # the last part of the path
+    is_dir: bool
+    size: int = 0
+    version: str | None = None  # ETag or generation
+
+
+def _listed(protocol: str, entry: dict) -> Listed:
+    path = entry["name"].rstrip("/")
+    scheme = "s3" if protocol == "s3" else "gs"
+    version = entry.get("ETag") or entry.get("generation")
+    return Listed(f"{scheme}://{path}", path.rsplit("/", 1)[-1], entry.get("type") == "directory",
+                  int(entry.get("size") or 0), str(version).strip('"') if version else None)
+
+
+def list_dir(url: str) -> list[Listed]:
+    """The entries directly under a prefix, sorted by name."""
+    protocol, path = split(url)
+    fs = filesystem(protocol)
+    try:
+        entries = fs.ls(path.rstrip("/"), detail=True, refresh=True)
+    except Exception as error:  # noqa: BLE001 - translated
+        raise translate(error, url) from None
+    own = path.rstrip("/")
+    return sorted((_listed(protocol, e) for e in entries if e["name"].rstrip("/") != own),
+                  key=lambda item: item.name)
+
+
+def stat(url: str) -> Listed:
+    """An object, or a prefix with objects under it (``is_dir``)."""
+    protocol, path = split(url)
+    fs = filesystem(protocol)
+    bucket = path.split("/", 1)[0]
+    if not bucket:
+        raise ConfigError(f"{url}: no bucket named")
+    try:
+        info = fs.info(path.rstrip("/") or bucket)
+    except FileNotFoundError as error:
+        if "/" in path.strip("/"):
+            try:
+                fs.ls(bucket, detail=False)
+            except FileNotFoundError:
+                raise ConfigError(f"{url}: no such bucket") from None
+            except Exception as inner:  # noqa: BLE001 - translated
+                raise translate(inner, url) from None
+            raise ConfigError(f"{url}: no such object or prefix") from None
+        raise translate(error, url) from None
+    except Exception as error:  # noqa: BLE001 - translated
+        raise translate(error, url) from None
+    return _listed(protocol, {**info, "name": path.rstrip("/") or bucket})
+
+
+def _fetch(url: str) -> bytes:
+    protocol, path = split(url)
+    try:
+        return filesystem(protocol).cat_file(path)
+    except Exception as error:  # noqa: BLE001 - translated
+        raise _vanished(error, url) from None
+
+
+def _vanished(error: BaseException, url: str) -> SegmetroError:
+    from segmetro.sources import InputVanished
+
+    if isinstance(error, FileNotFoundError):
+        return InputVanished(f"{url}: the object is gone (it was listed when the run started)")
+    found = translate(error, url)
+    if isinstance(found, InternalError):
+        return InputVanished(f"{found} (reading an object listed when the run started)")
+    return found
+
+
+class _Stream(io.RawIOBase):
+    """An object too large to hold whole, read in blocks; errors become segmetro's."""
+
+    def __init__(self, url: str):
+        protocol, path = split(url)
+        self.url = url
+        try:
+            self._handle = filesystem(protocol).open(path, "rb", block_size=STREAM_BLOCK,
+                                                     cache_type="readahead")
+        except Exception as error:  # noqa: BLE001 - translated
+            raise _vanished(error, url) from None
+
+    def readable(self) -> bool:
+        return True
+
+    def read(self, size: int = -1) -> bytes:
+        try:
+            return self._handle.read(size)
+        except Exception as error:  # noqa: BLE001 - translated
+            raise _vanished(error, self.url) from None
+
+    def readinto(self, buffer) -> int:
+        data = self.read(len(buffer))
+        buffer[:len(data)] = data
+        return len(data)
+
+    def close(self) -> None:
+        try:
+            self._handle.close()
+        finally:
+            super().close()
+
+
+class Prefetcher:
+    """Objects fetched ahead of the reader, in order, with bounded memory."""
+
+    def __init__(self, files: Iterable, workers: int = PREFETCH_WORKERS,
+                 budget: int = PREFETCH_BUDGET, whole_max: int = WHOLE_MAX):
+        self._queue = deque(f for f in files if is_remote(f.path))
+        self._workers = workers
+        self._budget = budget
+        self._whole_max = whole_max
+        self._pending: dict[str, tuple[Future | None, int]] = {}  # url -> (future, bytes held)
+        self._held = 0
+        self._pool: ThreadPoolExecutor | None = None
+
+    def _fill(self) -> None:
+        while self._queue:
+            source = self._queue[0]
+            size = source.size or 0
+            if size > self._whole_max:  # streamed in its turn: nothing to hold now
+                self._pending[source.path] = (None, 0)
+                self._queue.popleft()
+                continue
+            fetching = sum(1 for future, _ in self._pending.values() if future is not None)
+            if fetching >= 2 * self._workers or \
+                    (self._held and self._held + size > self._budget):
+                return
+            if self._pool is None:
+                self._pool = ThreadPoolExecutor(self._workers, "segmetro-fetch")
+            self._pending[source.path] = (self._pool.submit(_fetch, source.path), size)
+            self._held += size
+            self._queue.popleft()
+
+    def open(self, source) -> BinaryIO:
+        """The object's bytes as a stream; raises segmetro's errors."""
+        if source.path not in self._pending:
+            self._fill()
+        future, size = self._pending.pop(source.path, (None, 0))
+        if future is None:
+            self._fill()
+            return io.BufferedReader(_Stream(source.path), STREAM_BLOCK)
+        try:
+            data = future.result()
+        finally:
+            self._held -= size
+            self._fill()
+        return io.BytesIO(data)
+
+    def close(self) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(wait=False, cancel_futures=True)
+            self._pool = None
+        self._pending.clear()
+        self._queue.clear()
