@@ -258,12 +258,11 @@ class _Stream(io.RawIOBase):
 class Prefetcher:
     """Objects fetched ahead of the reader, in order, with bounded memory."""
 
-    def __init__(self, files: Iterable, workers: int = PREFETCH_WORKERS,
-                 budget: int = PREFETCH_BUDGET, whole_max: int = WHOLE_MAX):
+    def __init__(self, files: Iterable):
         self._queue = deque(f for f in files if is_remote(f.path))
-        self._workers = workers
-        self._budget = budget
-        self._whole_max = whole_max
+        self._workers = PREFETCH_WORKERS
+        self._budget = PREFETCH_BUDGET
+        self._whole_max = WHOLE_MAX
         self._pending: dict[str, tuple[Future | None, int]] = {}  # url -> (future, bytes held)
         self._held = 0
         self._pool: ThreadPoolExecutor | None = None
