@@ -963,9 +963,14 @@ def inspect(inputs, type_filter, event_filter, limit, as_json):
 @click.option("--lose-rate", default=0.0, type=click.FloatRange(0, 1),
               help="Share of accepted events acknowledged but left out of usage (to rehearse a "
                    "reconcile that finds a shortfall).")
+@click.option("--tls-cert", type=click.Path(dir_okay=False, exists=True), metavar="PEM",
+              help="Serve HTTPS with this certificate chain (PEM), to rehearse a CA bundle "
+                   "(SSL_CERT_FILE) or a proxy.")
+@click.option("--tls-key", type=click.Path(dir_okay=False, exists=True), metavar="PEM",
+              help="The certificate's private key, when not in --tls-cert's file.")
 def emulator(host, port, token, store, latency, latency_jitter, error_rate, throttle_rate,
              retry_after, drop_rate, max_events_per_second, seed, now_ms, backdate_days,
-             metrics_file, customers_file, page_size, lose_rate):
+             metrics_file, customers_file, page_size, lose_rate, tls_cert, tls_key):
     """Run a local Metronome-compatible /v1/ingest server to rehearse a backfill.
 
     It checks auth, batch size and every event as Metronome does, dedupes by transaction_id,
@@ -977,11 +982,20 @@ def emulator(host, port, token, store, latency, latency_jitter, error_rate, thro
       segmetro emulator --store accepted.jsonl
       segmetro emulator --port 0 --error-rate 0.2 --throttle-rate 0.1 --latency 50
     """
-    from segmetro.emulator import EmulatorState, Faults, open_store, serve_until_signalled
+    from segmetro.emulator import (EmulatorState, Faults, open_store, serve_until_signalled,
+                                   tls_context)
     from segmetro.upload import is_loopback
 
     if not is_loopback(host):
         raise ConfigError(f"--host {host}: the emulator listens on loopback addresses only")
+    tls = None
+    if tls_cert:
+        try:
+            tls = tls_context(tls_cert, tls_key)
+        except (OSError, ValueError) as error:  # ssl.SSLError is an OSError
+            raise ConfigError(f"--tls-cert {tls_cert}: {error}") from None
+    elif tls_key:
+        raise ConfigError("--tls-key needs --tls-cert")
     faults = Faults(latency, latency_jitter, error_rate, throttle_rate, retry_after, drop_rate,
                     max_events_per_second, lose_rate, seed)
     account = None
@@ -995,12 +1009,13 @@ def emulator(host, port, token, store, latency, latency_jitter, error_rate, thro
     terminal = Terminal()
 
     def ready(bound: int) -> None:
-        terminal.out.print(f"segmetro emulator listening on http://{host}:{bound} "
+        terminal.out.print(f"segmetro emulator listening on {'https' if tls else 'http'}://"
+                           f"{host}:{bound} "
                            "(Ctrl-C to stop)")
         sys.stdout.flush()
 
     try:
-        serve_until_signalled(state, host, port, ready)
+        serve_until_signalled(state, host, port, ready, tls)
     except OSError as error:
         raise ConfigError(f"cannot listen on {host}:{port}: "
                           f"{os.strerror(error.errno) if error.errno else error}"

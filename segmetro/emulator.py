@@ -22,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import random
 import signal
+import ssl
 import time
 import zlib
 from collections import Counter, deque
@@ -462,12 +463,13 @@ def _connection_cap(wanted: int) -> int:
     return max(8, min(wanted, soft - 64)) if soft > 0 else wanted
 
 
-async def serve(state: EmulatorState, host: str, port: int,
-                limits: Limits) -> tuple[asyncio.Server, _Connections]:
+async def serve(state: EmulatorState, host: str, port: int, limits: Limits,
+                tls: ssl.SSLContext | None = None) -> tuple[asyncio.Server, _Connections]:
+    """Listen; with ``tls``, HTTPS (to rehearse a CA bundle or a TLS-intercepting proxy)."""
     loop = asyncio.get_running_loop()
     connections = _Connections(_connection_cap(limits.max_connections))
     server = await loop.create_server(lambda: _HTTPProtocol(state, connections, limits), host,
-                                      port, backlog=1024)
+                                      port, backlog=1024, ssl=tls)
     return server, connections
 
 
@@ -476,8 +478,9 @@ def bound_port(server: asyncio.Server) -> int:
 
 
 async def run_until_stopped(state: EmulatorState, host: str, port: int, on_ready,
-                            stop: asyncio.Event, limits: Limits = Limits()) -> None:
-    server, connections = await serve(state, host, port, limits)
+                            stop: asyncio.Event, limits: Limits = Limits(),
+                            tls: ssl.SSLContext | None = None) -> None:
+    server, connections = await serve(state, host, port, limits, tls)
     on_ready(bound_port(server))
     try:
         await stop.wait()
@@ -497,7 +500,14 @@ def open_store(path: str) -> IO[bytes]:
     return open(fd, "ab")
 
 
-def serve_until_signalled(state: EmulatorState, host: str, port: int, on_ready) -> None:
+def tls_context(cert_file: str, key_file: str | None) -> ssl.SSLContext:
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(cert_file, key_file)
+    return context
+
+
+def serve_until_signalled(state: EmulatorState, host: str, port: int, on_ready,
+                          tls: ssl.SSLContext | None = None) -> None:
     """Serve until SIGINT or SIGTERM (``segmetro emulator``)."""
 
     async def main() -> None:
@@ -505,6 +515,6 @@ def serve_until_signalled(state: EmulatorState, host: str, port: int, on_ready) 
         loop = asyncio.get_running_loop()
         for signum in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(signum, stop.set)
-        await run_until_stopped(state, host, port, on_ready, stop)
+        await run_until_stopped(state, host, port, on_ready, stop, tls=tls)
 
     asyncio.run(main())

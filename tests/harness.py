@@ -10,9 +10,10 @@ class BackgroundEmulator:
     """The emulator on a thread of its own with its own event loop (tests, benchmarks)."""
 
     def __init__(self, state: EmulatorState, host: str = "127.0.0.1", port: int = 0,
-                 limits: Limits = Limits()):
+                 limits: Limits = Limits(), tls=None):
         self.state = state
         self.limits = limits
+        self.tls = tls
         self.host = host
         self.port = port
         self._ready = threading.Event()
@@ -22,7 +23,7 @@ class BackgroundEmulator:
 
     @property
     def base_url(self) -> str:
-        return f"http://{self.host}:{self.port}"
+        return f"{'https' if self.tls else 'http'}://{self.host}:{self.port}"
 
     def _main(self) -> None:
         async def main() -> None:
@@ -34,7 +35,7 @@ class BackgroundEmulator:
                 self._ready.set()
 
             await run_until_stopped(self.state, self.host, self.port, ready, self._stop,
-                                    self.limits)
+                                    self.limits, self.tls)
 
         asyncio.run(main())
 
