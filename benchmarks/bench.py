@@ -15,6 +15,8 @@ Parts:
   emulator  requests/s the emulator answers for 100-event batches (raw-socket load generator)
   dedupe    bytes per distinct transaction id of the run-wide repeat check at 5 million ids, and
             its cost per event, against a Python set of the same ids
+  s3        a dry run over the map export split into 200 gzipped objects in Segment's layout:
+            from a local S3 server (moto, server mode, on loopback) vs the same files on disk
   shards    4 sends (two small, two large inputs) against the emulator at 50 ms sharing one
             --rate-limit-redis budget of 20,000 events/s: the combined rate while all run and
             after the two small ones finish (needs redis-server)
@@ -508,6 +510,75 @@ def bench_shards(inputs: list[Path], budget: float = 20_000) -> dict:
             "after_two_finished_off_by": after / budget - 1}
 
 
+# --- part 8: reading a bucket (local S3 server) -------------------------------------------------
+
+def split_into_objects(data: Path, root: Path, objects: int = 200, days: int = 10) -> int:
+    """``data``'s lines as ``objects`` gzipped files in Segment's layout under ``root``
+    (segment-logs/<source>/<day epoch ms>/<n>.gz), in the export's order. Returns bytes."""
+    if root.exists():
+        shutil.rmtree(root)
+    lines = data.read_bytes().splitlines(keepends=True)
+    per_object = -(-len(lines) // objects)
+    first_day = int(NOW_DT.timestamp() * 1000) - 30 * 86_400_000
+    total = 0
+    for n in range(objects):
+        folder = root / "segment-logs" / "bench-source" / str(first_day + n * days // objects
+                                                             * 86_400_000)
+        folder.mkdir(parents=True, exist_ok=True)
+        body = gzip.compress(b"".join(lines[n * per_object:(n + 1) * per_object]), 6)
+        (folder / f"part-{n:04d}.gz").write_bytes(body)
+        total += len(body)
+    (root / "segment-logs" / "dummy-object.txt").write_bytes(b"")
+    return total
+
+
+def bench_s3(data: Path, runs: int) -> dict:
+    """A dry run over an export split into 200 gzipped objects: from a local S3 server (moto in
+    server mode, on loopback) and from the same objects on local disk."""
+    import socket
+
+    try:
+        import s3fs
+    except ImportError:
+        return {"skipped": "s3fs and moto are not installed (pip install -e '.[test]')"}
+    root = OUT / "bucket"
+    size = split_into_objects(data, root)
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    endpoint = f"http://127.0.0.1:{port}"
+    env = {**os.environ, "AWS_ACCESS_KEY_ID": "bench", "AWS_SECRET_ACCESS_KEY": "bench",
+           "AWS_DEFAULT_REGION": "us-east-1", "AWS_ENDPOINT_URL_S3": endpoint,
+           "AWS_EC2_METADATA_DISABLED": "true"}
+    server = subprocess.Popen([PYTHON, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        for _ in range(200):
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+                break
+            except OSError:
+                time.sleep(0.05)
+        fs = s3fs.S3FileSystem(key="bench", secret="bench",
+                               client_kwargs={"endpoint_url": endpoint})
+        fs.mkdir("bench")
+        fs.put(str(root / "segment-logs"), "bench/", recursive=True)
+        dry = ("send", "--dry-run", "--now", NOW, "-q", "--rejects", "/dev/null")
+        local = best_of(runs, segmetro(*dry, str(root / "segment-logs")))
+        saved = dict(os.environ)
+        os.environ.update(env)
+        try:
+            remote = best_of(runs, segmetro(*dry, "s3://bench/segment-logs"))
+        finally:
+            os.environ.clear()
+            os.environ.update(saved)
+    finally:
+        server.kill()
+        server.wait()
+    return {"objects": 200, "bytes": size, "local_s": local["wall"], "s3_s": remote["wall"],
+            "s3_speed_of_local": local["wall"] / remote["wall"]}
+
+
 # --- the run ------------------------------------------------------------------------------------
 
 def table(results: dict) -> str:
@@ -573,6 +644,12 @@ def table(results: dict) -> str:
         row("shards: combined events/s after two finished",
             f"{sh['after_two_finished_events_per_s']:,.0f}",
             f"{sh['after_two_finished_off_by']:+.1%}, target within +-3 %")
+    if "s3" in results and "objects" in results["s3"]:
+        b = results["s3"]
+        row(f"s3: dry run over {b['objects']} gzipped objects, local disk, s", f"{b['local_s']:.2f}")
+        row(f"s3: the same objects from a local S3 server, s", f"{b['s3_s']:.2f}")
+        row("s3: speed from the S3 server / from disk", f"{b['s3_speed_of_local']:.0%}",
+            "target >= 70 %")
     if "dedupe" in results:
         d = results["dedupe"]
         row(f"dedupe: table bytes per distinct id at {d['ids']:,}",
@@ -586,7 +663,7 @@ def table(results: dict) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true", help="small inputs (smoke test)")
-    parser.add_argument("--only", default="map,scan,send,rss,mappings,emulator,dedupe,shards",
+    parser.add_argument("--only", default="map,scan,send,rss,mappings,emulator,dedupe,shards,s3",
                         help="comma-separated parts to run")
     parser.add_argument("--rss-large", type=int, default=1_000_000, metavar="N",
                         help="records in the larger RSS input (1,500,000 is about 1 GB)")
@@ -624,6 +701,8 @@ def main() -> None:
         results["shards"] = bench_shards([
             generate(OUT / f"shard-{k}-{count // scale}.jsonl", count // scale, seed=11 + k)
             for k, count in enumerate((120_000, 120_000, 360_000, 360_000))])
+    if "s3" in parts:
+        results["s3"] = bench_s3(map_data, runs)
     (OUT / "results.json").write_text(json.dumps(results, indent=2))
     print(f"segmetro benchmarks ({results['machine']['platform']}, Python "
           f"{results['machine']['python']}, {results['machine']['cpus']} CPUs)")

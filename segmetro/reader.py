@@ -38,7 +38,9 @@ from segmetro.events import Window
 from segmetro.mapping import MappingSet, parse_mapping
 from segmetro.pipeline import (DUPLICATE, EVENT, OUTSIDE, REJECTED, SKIPPED, UNREAD_TYPE, Outcome,
                                Span, process)
-from segmetro.sources import UNREAD, ByteCounter, InputSet, SegmentRecord, read_records
+from segmetro.sources import (UNREAD, ByteCounter, InputSet, SegmentRecord, is_object,
+                              read_records)
+from segmetro.stores import FedObjects, feed_objects
 from segmetro.status import ExitStatus, InternalError, SegmetroError, failure
 
 CHUNK = 512  # outcomes a frame
@@ -65,6 +67,15 @@ def _encode(outcome: Outcome) -> tuple:
             body, record.raw, record.origin)
 
 
+def _pipe() -> tuple[int, int]:
+    read_fd, write_fd = os.pipe()
+    try:  # Linux: a 1 MiB pipe lets the writer run further ahead of the reader
+        fcntl.fcntl(write_fd, getattr(fcntl, "F_SETPIPE_SZ", 1031), 1 << 20)
+    except OSError:
+        pass
+    return read_fd, write_fd
+
+
 def use_reader_process() -> bool:
     """Read and map in a second process when there is a second core to run it on
     (``SEGMETRO_READER_PROCESS=0`` keeps everything in one process)."""
@@ -74,13 +85,17 @@ def use_reader_process() -> bool:
 
 
 def _child(fd: int, inputs: InputSet, mapping_text: str, mapping_source: str,
-           window: Window, span: Span) -> None:
-    """The reader process: every outcome, in order, to the pipe. Never returns."""
+           window: Window, span: Span, feed_fd: int | None) -> None:
+    """The reader process: every outcome, in order, to the pipe. Never returns. Objects in
+    stores come from the parent over ``feed_fd`` (see ``stores.feed_objects``)."""
     signal.set_wakeup_fd(-1)  # the parent's event loop is not ours
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent decides when to stop
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
-    os.closerange(3, fd)
-    os.closerange(fd + 1, os.sysconf("SC_OPEN_MAX"))
+    low = 3
+    for kept in sorted(k for k in (fd, feed_fd) if k is not None):
+        os.closerange(low, kept)
+        low = kept + 1
+    os.closerange(low, os.sysconf("SC_OPEN_MAX"))
     out = os.fdopen(fd, "wb", buffering=1 << 16)
 
     def send(message: tuple) -> None:
@@ -109,7 +124,8 @@ def _child(fd: int, inputs: InputSet, mapping_text: str, mapping_source: str,
 
     try:
         mappings = parse_mapping(mapping_text, mapping_source)
-        records = read_records(inputs, counters, file_done, mappings.needles)
+        fetcher = FedObjects(feed_fd) if feed_fd is not None else None
+        records = read_records(inputs, counters, file_done, mappings.needles, fetcher)
         for outcome in process(records, mappings, window, span):
             if outcome.record.data is UNREAD:  # sent as one entry per run, not one per line
                 if unread[0] and outcome.record.file is not unread[1].file:
@@ -153,20 +169,22 @@ class ReaderProcess:
         self._pid: int | None = None
 
     def start(self) -> int:
-        read_fd, write_fd = os.pipe()
-        try:  # Linux: a 1 MiB pipe lets the child run further ahead of the parent
-            fcntl.fcntl(write_fd, getattr(fcntl, "F_SETPIPE_SZ", 1031), 1 << 20)
-        except OSError:
-            pass
+        read_fd, write_fd = _pipe()
+        feed = _pipe() if any(is_object(source) for source in self.inputs.files) else None
         pid = os.fork()
         if pid == 0:
             try:
+                if feed is not None:
+                    os.close(feed[1])
                 _child(write_fd, self.inputs, self.mappings.text, self.mappings.source,
-                       self.window, self.span)
+                       self.window, self.span, feed[0] if feed is not None else None)
             finally:
                 os._exit(1)
         self._pid = pid
         os.close(write_fd)
+        if feed is not None:  # the parent fetches: the reader's core is busy parsing
+            os.close(feed[0])
+            feed_objects(self.inputs.files, feed[1])
         return read_fd
 
     async def messages(self, queue_size: int = 8) -> AsyncIterator[tuple]:

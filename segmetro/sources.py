@@ -657,15 +657,16 @@ def read_file(source: InputFile, counter_sink: list | None = None,
 
 def read_records(inputs: InputSet, counters: list | None = None,
                  on_file_done: Callable[[str], None] | None = None,
-                 needles: tuple[bytes, ...] | None = None) -> Iterator[SegmentRecord]:
+                 needles: tuple[bytes, ...] | None = None, fetcher=None
+                 ) -> Iterator[SegmentRecord]:
     """Every input's records in order; with ``inputs.limit``, only the first N of them (a file
     cut short is not reported done, so a checkpoint resumes it). With ``needles``, lines that
-    hold none of them are not parsed (``UNREAD``)."""
+    hold none of them are not parsed (``UNREAD``). Objects in stores come from ``fetcher``
+    (by default a ``stores.Prefetcher`` of this process)."""
     remaining = inputs.limit
     if remaining is not None:
         needles = None  # a trial of N records counts each line: no runs of unread lines
-    fetcher = None
-    if any(is_object(source) for source in inputs.files):
+    if fetcher is None and any(is_object(source) for source in inputs.files):
         from segmetro.stores import Prefetcher
 
         fetcher = Prefetcher(inputs.files)

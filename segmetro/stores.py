@@ -19,6 +19,8 @@ from __future__ import annotations
 
 import io
 import os
+import pickle
+import struct
 import threading
 from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -206,6 +208,8 @@ def stat(url: str) -> Listed:
 def _fetch(url: str) -> bytes:
     protocol, path = split(url)
     try:
+        if protocol == "s3":  # one GET: s3fs would first HEAD the object to split its download
+            return filesystem(protocol).cat_file(path, max_concurrency=1)
         return filesystem(protocol).cat_file(path)
     except Exception as error:  # noqa: BLE001 - translated
         raise _vanished(error, url) from None
@@ -306,3 +310,112 @@ class Prefetcher:
             self._pool = None
         self._pending.clear()
         self._queue.clear()
+
+
+# --- objects fetched by the parent, read by the reader process -------------------------------
+# The reader process (reader.py) parses and maps on its core; fetching an object costs a few ms
+# of Python in the SDK, which would take the reader's GIL. So with a reader process, the parent
+# (which has time to spare) fetches, and streams each object's bytes over a pipe in the order
+# the reader opens them: frames of a 4-byte length and that many bytes, an empty frame ending
+# an object, and FEED_ERROR followed by a pickled (exit status, message) ending the feed.
+
+_FRAME = struct.Struct("<I")
+FEED_ERROR = 0xFFFFFFFF
+_FEED_CHUNK = 1 << 20
+
+
+def feed_objects(files: Iterable, fd: int) -> threading.Thread:
+    """Start a thread writing the objects among ``files`` to ``fd`` (closed when done)."""
+    objects = [source for source in files if is_remote(source.path)]
+
+    def run() -> None:
+        fetcher = Prefetcher(objects)
+        try:
+            with os.fdopen(fd, "wb", buffering=0) as pipe:
+                try:
+                    for source in objects:
+                        with fetcher.open(source) as stream:
+                            while chunk := stream.read(_FEED_CHUNK):
+                                pipe.write(_FRAME.pack(len(chunk)) + chunk)
+                        pipe.write(_FRAME.pack(0))
+                except SegmetroError as error:
+                    pipe.write(_FRAME.pack(FEED_ERROR) +
+                               pickle.dumps((int(error.status), str(error))))
+                except Exception as error:  # noqa: BLE001 - the reader reports it (exit 70)
+                    pipe.write(_FRAME.pack(FEED_ERROR) + pickle.dumps(
+                        (int(ExitStatus.INTERNAL), f"fetching objects: {type(error).__name__}: "
+                                                   f"{error}")))
+        except OSError:  # the reader ended (it stops early on --limit, or it was stopped)
+            pass
+        finally:
+            fetcher.close()
+
+    thread = threading.Thread(target=run, name="segmetro-feed", daemon=True)
+    thread.start()
+    return thread
+
+
+class FedObjects:
+    """The reader process's side: ``open`` gives the next object's bytes from the feed."""
+
+    def __init__(self, fd: int):
+        self._pipe = os.fdopen(fd, "rb", buffering=1 << 20)
+
+    def open(self, source) -> BinaryIO:
+        return io.BufferedReader(_FedObject(self._pipe, source.path), _FEED_CHUNK)
+
+    def close(self) -> None:
+        self._pipe.close()
+
+
+class _FedObject(io.RawIOBase):
+    def __init__(self, pipe: BinaryIO, url: str):
+        self._pipe = pipe
+        self._url = url
+        self._left = 0  # bytes of the current frame not yet read
+        self._ended = False
+
+    def readable(self) -> bool:
+        return True
+
+    def _exactly(self, size: int) -> bytes:
+        data = self._pipe.read(size)
+        if len(data) != size:
+            raise InternalError(f"{self._url}: the object feed ended early")
+        return data
+
+    def readinto(self, buffer) -> int:
+        while not self._left:
+            if self._ended:
+                return 0
+            (size,) = _FRAME.unpack(self._exactly(_FRAME.size))
+            if size == FEED_ERROR:
+                status, message = pickle.loads(self._pipe.read())
+                self._ended = True
+                raise SegmetroError(message, ExitStatus(status))
+            if size == 0:
+                self._ended = True
+                return 0
+            self._left = size
+        data = self._pipe.read(min(len(buffer), self._left))
+        if not data:
+            raise InternalError(f"{self._url}: the object feed ended early")
+        self._left -= len(data)
+        buffer[:len(data)] = data
+        return len(data)
+
+    def close(self) -> None:
+        """Skip what was not read, so that the next object starts at its own first frame."""
+        try:
+            while not self.closed and not self._ended:
+                if self._left:
+                    data = self._pipe.read(min(self._left, _FEED_CHUNK))
+                    if not data:
+                        break
+                    self._left -= len(data)
+                else:
+                    self.readinto(bytearray(_FEED_CHUNK))
+        except (SegmetroError, OSError):
+            pass
+        finally:
+            super().close()

@@ -350,3 +350,50 @@ def test_prefetching_keeps_order_within_its_budget_and_streams_large_objects(s3,
                      (gzip.decompress(objects[key]) if key.endswith(".gz") else
                       objects[key]).splitlines()]
     assert ids == expected and len(ids) == 120 + 8000
+
+
+@pytest.mark.parametrize("reader_process", ["1", "0"])
+def test_an_object_gone_after_listing_ends_the_run_70_with_what_was_confirmed(
+        reader_process, s3, run, monkeypatch):
+    url = upload(s3, {f"day/{n}.jsonl": jsonl(*events(f"g{n}", "2026-11-20T10:00:00Z", 3))
+                      for n in range(4)})
+    monkeypatch.setenv("SEGMETRO_READER_PROCESS", reader_process)
+    fetch = stores._fetch
+    fs, bucket, _ = s3
+
+    def gone_after_listing(object_url: str) -> bytes:
+        if object_url.endswith("/2.jsonl"):  # deleted after it was listed
+            fs.rm(f"{bucket}/day/2.jsonl")
+        return fetch(object_url)
+
+    monkeypatch.setattr(stores, "_fetch", gone_after_listing)
+    result = run("send", "--dry-run", "--now", NOW, "--json", "-q", f"{url}/day")
+    found = orjson.loads(result.stdout)
+    assert result.exit_code == 70
+    assert found["error"].startswith(f"{url}/day/2.jsonl") and "gone" in found["error"]
+    assert found["records"] == 6  # the two objects before it, each record accounted for
+    assert "Traceback" not in result.stderr
+
+
+def test_the_prefetcher_holds_no_more_than_its_budget(monkeypatch):
+    from segmetro.sources import InputFile
+
+    held, peak = [0], [0]
+    sizes = {f"s3://b/{n}": size for n, size in enumerate([300, 500, 200, 900, 100, 400] * 5)}
+
+    def fetch(url: str) -> bytes:
+        held[0] += sizes[url]
+        peak[0] = max(peak[0], held[0])
+        return b"x" * sizes[url]
+
+    monkeypatch.setattr(stores, "_fetch", fetch)
+    monkeypatch.setattr(stores, "PREFETCH_BUDGET", 1000)
+    fetcher = stores.Prefetcher([InputFile(url, size, version="1") for url, size in sizes.items()])
+    try:
+        for url, size in sizes.items():
+            data = fetcher.open(InputFile(url, size, version="1")).read()
+            held[0] -= len(data)
+            assert len(data) == size
+    finally:
+        fetcher.close()
+    assert peak[0] <= 1000
