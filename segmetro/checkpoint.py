@@ -35,7 +35,7 @@ from typing import TYPE_CHECKING, Iterator
 import orjson
 
 from segmetro.files import open_private, private_dir, write_atomically
-from segmetro.pipeline import EVENT, Outcome
+from segmetro.pipeline import EVENT, Outcome, Span
 from segmetro.rejects import RejectsFile
 from segmetro.sources import STDIN, InputFile, Position, SegmentRecord, is_object
 from segmetro.status import ConfigError, ExitStatus, SegmetroError
@@ -110,20 +110,24 @@ class RunLock:
 
 @dataclass
 class FileProgress:
-    """One input file's settled prefix: resume at ``position``; ``done`` when all is settled."""
+    """One input file's settled prefix: resume at ``position``; ``done`` when all is settled.
+    ``window`` is the --since/--until it was settled under (events outside it were settled
+    without being sent), in epoch ms, None for no bound."""
 
     path: str
     position: Position = field(default_factory=Position)
     done: bool = False
+    window: Span = field(default_factory=Span)
 
     def as_json(self) -> dict:
         return {"path": self.path, "line": self.position.line,
-                "line_seq": self.position.line_seq, "seq": self.position.seq, "done": self.done}
+                "line_seq": self.position.line_seq, "seq": self.position.seq, "done": self.done,
+                "since": self.window.since_ms, "until": self.window.until_ms}
 
     @classmethod
     def from_json(cls, data: dict) -> "FileProgress":
         return cls(data["path"], Position(data["line"], data["line_seq"], data["seq"]),
-                   data["done"])
+                   data["done"], Span(data.get("since"), data.get("until")))
 
 
 class State:
@@ -261,6 +265,7 @@ class Plan:
     finished: list[str] = field(default_factory=list)
     resumed: list[str] = field(default_factory=list)
     changed: list[str] = field(default_factory=list)
+    widened: list[str] = field(default_factory=list)  # the window reaches beyond the settled one
     copies: list[str] = field(default_factory=list)  # same content as another input of the run
 
     def summary(self) -> dict:
@@ -272,14 +277,20 @@ class Plan:
         if self.changed:
             result["files changed since they were last read, read from the start"] = \
                 ", ".join(self.changed)
+        if self.widened:
+            result["files read again: this run's --since/--until reaches times they were "
+                   "settled without"] = ", ".join(self.widened)
         if self.copies:
             result["files with the same content as another input, skipped"] = \
                 ", ".join(self.copies)
         return result
 
 
-def plan(state: State, files: list[InputFile]) -> tuple[list[InputFile], Plan]:
-    """The files left to read, each starting after its settled prefix."""
+def plan(state: State, files: list[InputFile], span: Span = Span()
+         ) -> tuple[list[InputFile], Plan]:
+    """The files left to read, each starting after its settled prefix. A file settled under a
+    narrower --since/--until than ``span`` is read again from the start: the events its window
+    left out were settled without being sent."""
     result = Plan()
     known_paths = {progress.path: fp for fp, progress in state.files.items()}
     to_read = []
@@ -292,20 +303,33 @@ def plan(state: State, files: list[InputFile]) -> tuple[list[InputFile], Plan]:
             continue
         result.fingerprints[source.path] = fp
         progress = state.files.get(fp)
-        if progress is None:
+        if progress is not None and not covers(progress.window, span):
+            result.widened.append(source.path)
+            state.files[fp] = FileProgress(source.path, window=span)
+            to_read.append(source)
+        elif progress is None:
             if source.path in known_paths:
                 result.changed.append(source.path)
-            state.files[fp] = FileProgress(source.path)
+            state.files[fp] = FileProgress(source.path, window=span)
             to_read.append(source)
         elif progress.done:
             result.finished.append(source.path)
             progress.path = source.path
         else:
             progress.path = source.path
+            progress.window = span  # the rest is settled under this (narrower) window
             if progress.position.seq > 0:
                 result.resumed.append(f"{source.path} from line {progress.position.line}")
             to_read.append(replace(source, start=progress.position))
     return to_read, result
+
+
+def covers(settled: Span, wanted: Span) -> bool:
+    """Whether every time ``wanted`` takes was inside ``settled``."""
+    return (settled.since_ms is None or
+            (wanted.since_ms is not None and wanted.since_ms >= settled.since_ms)) and \
+        (settled.until_ms is None or
+         (wanted.until_ms is not None and wanted.until_ms <= settled.until_ms))
 
 
 @dataclass(slots=True)
@@ -401,7 +425,7 @@ class Ledger:
             if done == progress.done:
                 return
             position = progress.position
-        advanced = FileProgress(name, position, done)
+        advanced = FileProgress(name, position, done, progress.window)
         if journal or done:
             self.state.record(fp, advanced)
         else:
@@ -426,7 +450,7 @@ def preview(flow: "Flow", directory: str, allow_new_transaction_ids: bool = Fals
     mappings = flow.mappings
     state = State(directory, mappings.digest, None, mappings.transaction_id_rule)
     state.load(False, allow_new_transaction_ids)
-    to_read, found = plan(state, flow.inputs.files)
+    to_read, found = plan(state, flow.inputs.files, flow.span)
     flow.inputs.files = to_read
     flow.report.resumed = {"a resume would": "read what is listed here", **found.summary()}
 
@@ -444,7 +468,7 @@ def checkpointed(flow: "Flow", directory: str, destination: str, restart: bool =
     state = State(directory, mappings.digest, destination, mappings.transaction_id_rule)
     try:
         state.load(restart, allow_new_transaction_ids)
-        to_read, found = plan(state, flow.inputs.files)
+        to_read, found = plan(state, flow.inputs.files, flow.span)
         if not rejects_named:
             flow.rejects = RejectsFile(state.rejects_path)
         flow.rejects.fingerprints = dict(found.fingerprints)

@@ -397,3 +397,26 @@ def test_the_prefetcher_holds_no_more_than_its_budget(monkeypatch):
     finally:
         fetcher.close()
     assert peak[0] <= 1000
+
+
+def test_state_reads_a_file_again_when_the_window_grows_past_what_it_settled(
+        run, metronome, tmp_path, write):
+    export = write("export.jsonl", jsonl(*events("early", "2026-11-05T10:00:00Z", 3),
+                                         *events("late", "2026-11-20T10:00:00Z", 2)))
+    state = str(tmp_path / "state")
+    code, first = send(run, metronome, state, export, "--since", "2026-11-15")
+    assert first["sent"] == 2 and first["outside_window"] == 3
+    # a later --since is inside what was settled: nothing to read
+    code, second = send(run, metronome, state, export, "--since", "2026-11-16")
+    assert second["records"] == 0
+    assert second["checkpoint"]["files finished earlier, skipped"] == 1
+    # an earlier one reaches events the first run settled without sending: read again
+    code, third = send(run, metronome, state, export, "--since", "2026-11-01")
+    assert third["sent"] == 5 and third["outside_window"] == 0
+    assert any(key.startswith("files read again") for key in third["checkpoint"])
+    assert sorted(set(stored_ids(tmp_path))) == sorted(
+        [f"early-{i}" for i in range(3)] + [f"late-{i}" for i in range(2)])
+    code, fourth = send(run, metronome, state, export)  # no window: wider still
+    assert fourth["records"] == 5
+    code, fifth = send(run, metronome, state, export, "--since", "2026-11-01")
+    assert fifth["records"] == 0
