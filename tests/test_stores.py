@@ -420,3 +420,16 @@ def test_state_reads_a_file_again_when_the_window_grows_past_what_it_settled(
     assert fourth["records"] == 5
     code, fifth = send(run, metronome, state, export, "--since", "2026-11-01")
     assert fifth["records"] == 0
+
+
+@pytest.mark.parametrize("store_name", ["s3", "gcs"])
+def test_inspect_and_map_read_objects_and_the_window(store_name, request, run):
+    url = upload(request.getfixturevalue(store_name), segment_layout())
+    result = run("inspect", f"{url}/segment-logs", "--json", "--since", "2026-11-20")
+    found = orjson.loads(result.stdout)
+    assert result.exit_code == 0
+    assert [g["records"] for g in found["groups"]] == [3 + 2 + 4]  # by the Segment timestamp
+    assert found["unreadable"] == {"invalid-json": 1}
+    result = run("map", f"{url}/segment-logs", "--now", NOW, "--until", "2026-11-02", "-q")
+    ids = sorted(orjson.loads(line)["transaction_id"] for line in result.stdout.splitlines())
+    assert ids == sorted(["a-late"] + [f"old-{i}" for i in range(5)])
