@@ -12,14 +12,15 @@ from __future__ import annotations
 import functools
 import os
 import ssl
-import urllib.parse
-import urllib.request
 
 CA_VARIABLES = ("REQUESTS_CA_BUNDLE", "SSL_CERT_FILE")
 
 
 def proxy_for(url: str) -> str | None:
     """The proxy URL to reach ``url`` through, or None to connect directly."""
+    import urllib.parse
+    import urllib.request
+
     parts = urllib.parse.urlsplit(url)
     proxies = urllib.request.getproxies_environment()  # lower case wins, as in curl
     proxy = proxies.get(parts.scheme) or proxies.get("all")
@@ -78,6 +79,8 @@ def httpx_options(url: str) -> dict:
 
 def _register_credentials(proxy: str) -> None:
     """A proxy URL's password is a secret like the token: never printed."""
+    import urllib.parse
+
     password = urllib.parse.urlsplit(proxy).password
     if password:
         from segmetro.redact import register

@@ -20,7 +20,9 @@ from typing import BinaryIO, Callable, Iterator
 
 import orjson
 
+from segmetro import stores
 from segmetro.status import InternalError
+from segmetro.stores import Prefetcher, is_remote
 
 try:  # ISA-L's inflate is about twice zlib's speed, with zlib's interface
     from isal import isal_zlib as _inflate
@@ -159,8 +161,6 @@ class DayFolders:
 
 def is_object(source: InputFile) -> bool:
     """An object in S3 or GCS (see ``stores.py``), not a file."""
-    from segmetro.stores import is_remote
-
     return is_remote(source.path)
 
 
@@ -236,8 +236,6 @@ class _Expansion:
 
     def remote(self, spec: str) -> None:
         """An object, a prefix (walked one level at a time) or a glob, in S3 or GCS."""
-        from segmetro import stores
-
         if glob.has_magic(spec.partition("://")[2]):
             self._remote_glob(spec)
             return
@@ -249,8 +247,6 @@ class _Expansion:
             self._object(found, in_walk=False)
 
     def _remote_walk(self, url: str) -> None:
-        from segmetro import stores
-
         for item in stores.list_dir(url):
             if item.is_dir:
                 if not self.days.prunes(item.url, item.name):
@@ -270,8 +266,6 @@ class _Expansion:
             self.found.append(InputFile(item.url, item.size, None, None, item.version))
 
     def _remote_glob(self, spec: str) -> None:
-        from segmetro import stores
-
         scheme, _, rest = spec.partition("://")
         fixed = list(itertools.takewhile(lambda part: not glob.has_magic(part), rest.split("/")))
         pattern = _glob_regex(spec)
@@ -369,8 +363,6 @@ def expand_inputs(specs: tuple[str, ...] | list[str],
     (named twice, through a link, or in two directories) is read once. ``s3://`` and ``gs://``
     name objects, prefixes and globs in the stores (``stores.py``). With ``days``, Segment's day
     folders it proves empty of the window are not walked."""
-    from segmetro.stores import is_remote
-
     expansion = _Expansion(days)
     for spec in specs:
         if spec == STDIN:
@@ -482,11 +474,7 @@ def open_lines(source: InputFile, counter: ByteCounter,
     store comes from ``fetcher`` (a ``stores.Prefetcher``)."""
     try:
         if is_object(source):
-            if fetcher is None:
-                from segmetro.stores import Prefetcher
-
-                fetcher = Prefetcher(())
-            stream = fetcher.open(source)
+            stream = (fetcher or Prefetcher(())).open(source)
         else:
             stream = sys.stdin.buffer if source.path == STDIN else open(source.path, "rb")
     except OSError as error:
@@ -667,8 +655,6 @@ def read_records(inputs: InputSet, counters: list | None = None,
     if remaining is not None:
         needles = None  # a trial of N records counts each line: no runs of unread lines
     if fetcher is None and any(is_object(source) for source in inputs.files):
-        from segmetro.stores import Prefetcher
-
         fetcher = Prefetcher(inputs.files)
     try:
         for source in inputs.files:

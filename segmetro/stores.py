@@ -23,7 +23,6 @@ import pickle
 import struct
 import threading
 from collections import deque
-from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import BinaryIO, Iterable
 
@@ -267,9 +266,9 @@ class Prefetcher:
         self._workers = PREFETCH_WORKERS
         self._budget = PREFETCH_BUDGET
         self._whole_max = WHOLE_MAX
-        self._pending: dict[str, tuple[Future | None, int]] = {}  # url -> (future, bytes held)
+        self._pending: dict[str, tuple] = {}  # url -> (future or None, bytes held)
         self._held = 0
-        self._pool: ThreadPoolExecutor | None = None
+        self._pool = None  # a ThreadPoolExecutor, once there is something to fetch
 
     def _fill(self) -> None:
         while self._queue:
@@ -284,6 +283,8 @@ class Prefetcher:
                     (self._held and self._held + size > self._budget):
                 return
             if self._pool is None:
+                from concurrent.futures import ThreadPoolExecutor
+
                 self._pool = ThreadPoolExecutor(self._workers, "segmetro-fetch")
             self._pending[source.path] = (self._pool.submit(_fetch, source.path), size)
             self._held += size
