@@ -11,8 +11,10 @@ Listing is done by segmetro, one "directory" (delimiter listing) at a time, so t
 folders outside a ``--since`` window are never listed (see ``sources.DayFolders``). An object is
 known by its URL, ETag (S3) or generation (GCS) and size: the checkpoint needs no second read.
 
-``Prefetcher`` fetches the objects ahead of the reader, several at a time, holding at most
-``budget`` bytes; an object over ``whole_max`` is streamed in its turn instead of held whole.
+``Prefetcher`` fetches the objects ahead of the reader, ``PREFETCH_WORKERS`` at a time, holding
+at most ``PREFETCH_BUDGET`` bytes; an object over ``WHOLE_MAX`` is streamed in its turn instead of
+held whole. With a reader process, the parent fetches and feeds the bytes to the reader over a
+pipe (``feed_objects``, ``FedObjects``).
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ from dataclasses import dataclass
 from typing import BinaryIO, Iterable
 
 from segmetro.network import ca_bundle
+from segmetro.redact import register
 from segmetro.status import ConfigError, ExitStatus, InternalError, SegmetroError
 
 SCHEMES = {"s3": "s3", "gs": "gcs", "gcs": "gcs"}  # URL scheme -> the extra that reads it
@@ -97,6 +100,8 @@ def _make(protocol: str):
         bundle = ca_bundle()
         if bundle:
             client["verify"] = bundle
+        for secret in ("AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN"):  # never printed
+            register(os.environ.get(secret, ""))
         return s3fs.S3FileSystem(anon=_options.anonymous, client_kwargs=client,
                                  skip_instance_cache=True, use_listings_cache=False)
     try:
