@@ -154,7 +154,7 @@ class Tally:
     records: int = 0
     events: int = 0
     duplicates: int = 0  # events the run already produced, the same to the byte: not sent again
-    outside_window: Counter = field(default_factory=Counter)  # mapping -> events outside --since/--until
+    outside_window: Counter = field(default_factory=Counter)  # mapping -> events outside span
     by_event_type: Counter = field(default_factory=Counter)
     skipped_by_type: Counter = field(default_factory=Counter)
     rejected_by_stage: Counter = field(default_factory=Counter)
