@@ -50,11 +50,12 @@ _UNREAD_RUN = 9  # an entry standing for a run of unread lines
 _KIND_NUMBER = {kind: number for number, kind in enumerate(_KINDS)}
 
 
-def _encode(outcome: Outcome) -> tuple:
+def _encode(outcome: Outcome, event_records: bool = True) -> tuple:
     record = outcome.record
     data = record.data
     body = None
-    if data is not None and (outcome.kind is EVENT or outcome.kind is REJECTED):
+    if data is not None and (outcome.kind is REJECTED or
+                             (event_records and outcome.kind is EVENT)):
         # kept for the rejects file: the line as read when it is this record's own, so the
         # record is not serialised a second time
         body = record.text if record.text is not None else orjson.dumps(data)
@@ -84,10 +85,9 @@ def use_reader_process() -> bool:
     return hasattr(os, "fork") and (os.cpu_count() or 1) > 1
 
 
-def _child(fd: int, inputs: InputSet, mapping_text: str, mapping_source: str,
-           window: Window, span: Span, feed_fd: int | None) -> None:
-    """The reader process: every outcome, in order, to the pipe. Never returns. Objects in
-    stores come from the parent over ``feed_fd`` (see ``stores.feed_objects``)."""
+def _child(fd: int, job: "ReaderProcess", feed_fd: int | None) -> None:
+    """The reader process: every outcome of ``job``, in order, to the pipe. Never returns.
+    Objects in stores come from the parent over ``feed_fd`` (see ``stores.feed_objects``)."""
     signal.set_wakeup_fd(-1)  # the parent's event loop is not ours
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent decides when to stop
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
@@ -123,10 +123,11 @@ def _child(fd: int, inputs: InputSet, mapping_text: str, mapping_source: str,
         send(("file_done", name))
 
     try:
-        mappings = parse_mapping(mapping_text, mapping_source)
+        mappings = parse_mapping(job.mappings.text, job.mappings.source)
         fetcher = FedObjects(feed_fd) if feed_fd is not None else None
-        records = read_records(inputs, counters, file_done, mappings.needles, fetcher)
-        for outcome in process(records, mappings, window, span):
+        records = read_records(job.inputs, counters, file_done, mappings.needles, fetcher)
+        event_records = job.event_records
+        for outcome in process(records, mappings, job.window, job.span):
             if outcome.record.data is UNREAD:  # sent as one entry per run, not one per line
                 if unread[0] and outcome.record.file is not unread[1].file:
                     flush_unread()
@@ -136,7 +137,7 @@ def _child(fd: int, inputs: InputSet, mapping_text: str, mapping_source: str,
                     send_chunk()
                 continue
             flush_unread()
-            chunk.append(_encode(outcome))
+            chunk.append(_encode(outcome, event_records))
             if len(chunk) >= CHUNK and outcome.final:  # a record's outcomes stay together
                 send_chunk()
         send_chunk()
@@ -161,11 +162,14 @@ class ReaderProcess:
     """The parent's side: outcomes as if ``process(read_records(...))`` ran here."""
 
     def __init__(self, inputs: InputSet, mappings: MappingSet, window: Window,
-                 span: Span = Span()):
+                 span: Span = Span(), event_records: bool = True):
         self.inputs = inputs
         self.span = span
         self.mappings = mappings  # the child compiles its own copy from the text
         self.window = window
+        # An event's record travels with it only when an upload may still reject it (a send):
+        # map and dry runs need the record of rejections only.
+        self.event_records = event_records
         self._pid: int | None = None
 
     def start(self) -> int:
@@ -176,8 +180,7 @@ class ReaderProcess:
             try:
                 if feed is not None:
                     os.close(feed[1])
-                _child(write_fd, self.inputs, self.mappings.text, self.mappings.source,
-                       self.window, self.span, feed[0] if feed is not None else None)
+                _child(write_fd, self, feed[0] if feed is not None else None)
             finally:
                 os._exit(1)
         self._pid = pid

@@ -116,7 +116,8 @@ class Flow:
     def _outcomes_from_reader(self, tick: Tick | None) -> Iterator[Outcome]:
         take, ledger, tally = self.take, self.ledger, self.report.tally
         self.remote_bytes_read = 0
-        reader = ReaderProcess(self.inputs, self.mappings, self.window, self.span)
+        reader = ReaderProcess(self.inputs, self.mappings, self.window, self.span,
+                               event_records=False)  # nothing here sends: no api rejects
         for message in reader.messages_sync():
             if message[0] == "outcomes":
                 self.remote_bytes_read = message[2]

@@ -181,8 +181,38 @@ def _rfc3339_fast(text: str) -> tuple[str, int] | None:
     return format_ms(epoch_ms), epoch_ms
 
 
+_SECONDS = {f"{second:02d}": second * 1000 for second in range(60)}
+_MILLIS = {f"{ms:03d}": ms for ms in range(1000)}
+
+
+def _cached(value: str) -> tuple[str, int] | None:
+    """The UTC spellings of a minute already read (``_MINUTES`` holds only minutes datetime's
+    parser accepted, keyed as written): ``…:SS.mmmZ``, ``…:SSZ`` and ``…:SS+00:00``, without a
+    parse. None when the minute is new or the spelling another (the full path decides)."""
+    base = _MINUTES.get(value[:16])
+    if base is None or value[16] != ":":
+        return None
+    second = _SECONDS.get(value[17:19])
+    if second is None:
+        return None
+    size = len(value)
+    if size == 24:
+        if value[19] == "." and value[23] == "Z" and value[10] == "T":
+            ms = _MILLIS.get(value[20:23])
+            if ms is not None:
+                return value, base + second + ms
+        return None
+    if (size == 20 and value[19] == "Z") or (size == 25 and value[19:] == "+00:00"):
+        return f"{value[:10]}T{value[11:19]}.000Z", base + second
+    return None
+
+
 def coerce(value: object) -> tuple[str, int] | None:
     """Any timestamp spelling found in Segment data -> (canonical text, epoch ms), or None."""
+    if value.__class__ is str and 20 <= len(value) <= 25:
+        parsed = _cached(value)
+        if parsed is not None:
+            return parsed
     if _is_canonical_shape(value):
         return _canonical(value)
     if isinstance(value, str):
