@@ -132,7 +132,8 @@ def translate(error: BaseException, url: str) -> SegmetroError:
     if name == "NoCredentialsError":
         return ConfigError(f"{url}: no AWS credentials found (environment, profile, instance or "
                            "pod role); --anonymous reads a public bucket")
-    if isinstance(error, PermissionError) or status in (401, 403):
+    forbidden = isinstance(error, OSError) and text.startswith("Forbidden")  # gcsfs's 403
+    if isinstance(error, PermissionError) or status in (401, 403) or forbidden:
         return StoreRefused(f"{url}: access refused by the store ({_first_line(text)}): check "
                             "the credentials and the bucket's permissions")
     if name in ("EndpointConnectionError", "ConnectTimeoutError", "ClientConnectorError",

@@ -433,3 +433,54 @@ def test_inspect_and_map_read_objects_and_the_window(store_name, request, run):
     result = run("map", f"{url}/segment-logs", "--now", NOW, "--until", "2026-11-02", "-q")
     ids = sorted(orjson.loads(line)["transaction_id"] for line in result.stdout.splitlines())
     assert ids == sorted(["a-late"] + [f"old-{i}" for i in range(5)])
+
+
+class _Refusing:
+    """A loopback HTTP server answering every request as GCS does to a refused credential."""
+
+    def __init__(self, status: int):
+        import http.server
+        import threading
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_GET(self):  # noqa: N802 - http.server's naming
+                body = orjson.dumps({"error": {"code": status, "message": "caller does not "
+                                               "have storage.objects.list access"}})
+                self.send_response(status)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, *args):
+                pass
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.port = self.server.server_address[1]
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self):
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.mark.parametrize("status", [401, 403])
+def test_gcs_refusing_the_credentials_is_exit_3(status, run, monkeypatch):
+    refusing = _Refusing(status)
+    try:
+        monkeypatch.setenv("STORAGE_EMULATOR_HOST", f"http://127.0.0.1:{refusing.port}")
+        result = run("send", "--dry-run", "--json", "gs://private-archive/segment-logs")
+    finally:
+        refusing.close()
+    assert result.exit_code == 3, result.stderr
+    assert "access refused by the store" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_an_unreachable_store_is_exit_3(run, monkeypatch):
+    monkeypatch.setenv("AWS_ENDPOINT_URL_S3", f"http://127.0.0.1:{free_port()}")
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+    monkeypatch.setenv("AWS_MAX_ATTEMPTS", "1")
+    result = run("send", "--dry-run", "s3://archive/segment-logs")
+    assert result.exit_code == 3 and "cannot be reached" in result.stderr
