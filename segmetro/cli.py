@@ -320,7 +320,8 @@ class SegmetroGroup(click.Group):
 def cli() -> None:
     """Move Segment event exports into Metronome usage events.
 
-    Reads JSONL/NDJSON files, gzipped S3 archives, directories, globs or '-' (stdin), applies a
+    Reads JSONL/NDJSON files (gzipped or not), directories, globs, s3:// and gs:// prefixes or
+    '-' (stdin), applies a
     YAML mapping (Segment triggers and field mappings), validates the events against Metronome's
     rules and sends them to /v1/ingest in batches.
     """
@@ -481,6 +482,7 @@ def send(inputs, mapping_path, dry_run, show, as_json, now_ms, backdate_days, re
     Examples:
       segmetro send samples/segment-export.jsonl --dry-run --show 3
       segmetro send 'segment-logs/**/*.gz' -m mappings/default.yaml
+      segmetro send s3://bucket/segment-logs/SRC --since 2026-11-01 --state /var/lib/segmetro
       zcat day.gz | segmetro send - --dry-run --json
     """
     terminal = Terminal(quiet=quiet)
