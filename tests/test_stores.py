@@ -484,3 +484,22 @@ def test_an_unreachable_store_is_exit_3(run, monkeypatch):
     monkeypatch.setenv("AWS_MAX_ATTEMPTS", "1")
     result = run("send", "--dry-run", "s3://archive/segment-logs")
     assert result.exit_code == 3 and "cannot be reached" in result.stderr
+
+
+def test_outside_the_window_is_counted_per_mapping_when_a_record_fans_out(run, write):
+    from tests.conftest import ROOT
+
+    export = write("reports.jsonl", jsonl(*[
+        track(n, event="Report Generated", timestamp=stamp, properties={"pages": pages})
+        for n, (stamp, pages) in enumerate([("2026-11-02T10:00:00Z", 3),
+                                            ("2026-11-03T10:00:00Z", 0),
+                                            ("2026-11-20T10:00:00Z", 2)])]))
+    code, found = summary(run, export, "-m", ROOT / "mappings" / "fan-out.yaml",
+                          "--since", "2026-11-10")
+    assert found["records"] == 3 and found["events"] == 2
+    assert found["outside_window"] == 3
+    assert found["outside_window_by_mapping"] == {"Report generated": 2, "Report pages": 1}
+    text = run("send", "--dry-run", "--now", NOW, export, "-m",
+               ROOT / "mappings" / "fan-out.yaml", "--since", "2026-11-10").stdout
+    assert "outside            3  events outside the window" in text
+    assert "2  Report generated" in text and "1  Report pages" in text
