@@ -1,7 +1,9 @@
-"""s3:// and gs:// inputs against real servers on loopback: moto (S3) and gcp-storage-emulator.
+"""Archives where they live, and time windows over them.
 
+s3:// and gs:// inputs against real servers on loopback: moto (S3) and gcp-storage-emulator.
 Nothing here reaches a cloud: the endpoints come from AWS_ENDPOINT_URL_S3 and
 STORAGE_EMULATOR_HOST, and the instance-metadata lookups of the SDKs are switched off.
+--since/--until, day-folder pruning and the too-old hint, on objects and on files.
 """
 
 import gzip
