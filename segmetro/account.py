@@ -15,7 +15,7 @@ import httpx
 import orjson
 
 from segmetro.billing import Account, Customers, Metric
-from segmetro.network import httpx_options
+from segmetro.network import certificate_message, httpx_options, untrusted_certificate
 from segmetro.status import ExitStatus, SegmetroError
 from segmetro.upload import (Verdict, UploadSettings, misrouted_message, retry_after,
                              server_message, verdict)
@@ -59,6 +59,10 @@ class AccountClient:
                     content=orjson.dumps(body) if body is not None else None,
                     headers={"Content-Type": "application/json"} if body is not None else None)
             except httpx.TransportError as error:
+                untrusted = untrusted_certificate(error)
+                if untrusted is not None:  # no retry will change it
+                    raise AccountError(certificate_message(self.settings.base_url,
+                                                           untrusted)) from None
                 if attempt == self.retries:
                     raise AccountError(f"Metronome unreachable at {self.settings.base_url}: "
                                        f"{type(error).__name__}") from None

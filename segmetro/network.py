@@ -87,3 +87,21 @@ def _register_credentials(proxy: str) -> None:
 
         register(password)
         register(urllib.parse.unquote(password))
+
+
+def untrusted_certificate(error: BaseException | None) -> str | None:
+    """Why the server's TLS certificate was refused, when that is what ``error`` is (or was
+    raised from): a TLS-inspecting proxy's certificate, a private CA."""
+    seen: set[int] = set()
+    while error is not None and id(error) not in seen:
+        seen.add(id(error))
+        if isinstance(error, ssl.SSLCertVerificationError):
+            return error.verify_message or str(error)
+        error = error.__cause__ or error.__context__
+    return None
+
+
+def certificate_message(where: str, reason: str) -> str:
+    return (f"{where}: the server's TLS certificate is not trusted ({reason}); behind a "
+            "TLS-inspecting proxy, point REQUESTS_CA_BUNDLE or SSL_CERT_FILE at your company's "
+            "CA bundle")

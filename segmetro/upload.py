@@ -37,7 +37,7 @@ import orjson
 
 from segmetro import __version__
 from segmetro.events import DEFAULT_BASE_URL, MAX_BATCH
-from segmetro.network import httpx_options
+from segmetro.network import certificate_message, httpx_options, untrusted_certificate
 from segmetro.pipeline import Outcome
 from segmetro.ratelimit import TokenBucket
 from segmetro.redact import register, scrub
@@ -378,6 +378,10 @@ class Uploader:
             if pause > 0:
                 await asyncio.sleep(pause)
             status, response, error = await self._post(body)
+            untrusted = untrusted_certificate(error)
+            if untrusted is not None:  # no retry will change it
+                self._abort(certificate_message(self.settings.base_url, untrusted))
+                raise Aborted(self.aborted)
             meaning = Verdict.RETRY if status is None else verdict(status)
             if meaning is Verdict.ACKNOWLEDGED:
                 self.stats.sent += len(batch.outcomes)
@@ -496,6 +500,9 @@ async def check_auth(settings: UploadSettings) -> tuple[bool, str]:
             response = await client.post(settings.url, content=b"[]", headers={
                 "Authorization": f"Bearer {settings.token}", "Content-Type": "application/json"})
         except httpx.TransportError as error:
+            untrusted = untrusted_certificate(error)
+            if untrusted is not None:
+                return False, certificate_message(settings.base_url, untrusted)
             return False, f"Metronome unreachable at {settings.base_url}: {type(error).__name__}"
     status = response.status_code
     if verdict(status) is Verdict.REFUSED:

@@ -92,9 +92,16 @@ def test_without_the_ca_bundle_the_certificate_is_refused(certificate, https_met
     monkeypatch.delenv("SSL_CERT_FILE", raising=False)
     result = run("check-auth", "--api-token", TOKEN, "--base-url", https_metronome.base_url,
                  "--timeout", "5")
-    assert result.exit_code == 3 and "unreachable" in result.stderr
-    result = run("validate", str(SAMPLE))  # reading needs no certificate
-    assert result.exit_code in (0, 1)
+    assert result.exit_code == 3
+    assert "TLS certificate is not trusted (self-signed certificate)" in result.stderr
+    assert "REQUESTS_CA_BUNDLE or SSL_CERT_FILE" in result.stderr
+    # a send stops at once, without retries, saying the same; nothing was sent
+    result, found = send(run, https_metronome)
+    assert result.exit_code == 3 and found["sent"] == 0 and found["retries"] == 0
+    assert "TLS certificate is not trusted" in found["aborted"]
+    result = run("preflight", str(SAMPLE), "--api-token", TOKEN, "--base-url",
+                 https_metronome.base_url, "--now", SAMPLE_NOW)
+    assert result.exit_code == 3 and "TLS certificate is not trusted" in result.stderr
 
 
 def test_no_proxy_hosts_are_reached_directly(certificate, https_metronome, run, monkeypatch):
