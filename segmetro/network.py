@@ -96,7 +96,8 @@ def untrusted_certificate(error: BaseException | None) -> str | None:
     while error is not None and id(error) not in seen:
         seen.add(id(error))
         if isinstance(error, ssl.SSLCertVerificationError):
-            return error.verify_message or str(error)
+            inner = getattr(error, "certificate_error", error)  # aiohttp wraps ssl's own
+            return getattr(inner, "verify_message", None) or str(inner)
         error = error.__cause__ or error.__context__
     return None
 

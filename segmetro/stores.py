@@ -23,12 +23,13 @@ import io
 import os
 import pickle
 import struct
+import sys
 import threading
 from collections import deque
 from dataclasses import dataclass
 from typing import BinaryIO, Iterable
 
-from segmetro.network import ca_bundle
+from segmetro.network import ca_bundle, certificate_message, untrusted_certificate
 from segmetro.redact import register
 from segmetro.status import ConfigError, ExitStatus, InternalError, SegmetroError
 
@@ -104,6 +105,12 @@ def _make(protocol: str):
             register(os.environ.get(secret, ""))
         return s3fs.S3FileSystem(anon=_options.anonymous, client_kwargs=client,
                                  skip_instance_cache=True, use_listings_cache=False)
+    bundle = ca_bundle()
+    if bundle and "aiohttp" not in sys.modules:
+        # aiohttp makes its TLS context when imported, from OpenSSL's default paths: so that
+        # REQUESTS_CA_BUNDLE reaches it as it reaches Metronome's clients and botocore, it is
+        # named to OpenSSL first (s3:// and gs:// in one run: the first import decides)
+        os.environ["SSL_CERT_FILE"] = bundle
     try:
         from gcsfs.core import GCSFileSystem  # the JSON API; not the gRPC experiments
     except ImportError as error:
@@ -127,6 +134,9 @@ def translate(error: BaseException, url: str) -> SegmetroError:
     status = getattr(error, "code", None) or getattr(error, "status", None)
     if isinstance(error, SegmetroError):
         return error
+    untrusted = untrusted_certificate(error)
+    if untrusted is not None or name in ("SSLError", "ClientConnectorCertificateError"):
+        return StoreRefused(certificate_message(url, untrusted or _first_line(text)))
     if isinstance(error, FileNotFoundError):
         return ConfigError(f"{url}: {_not_found(text)}")
     if name == "NoCredentialsError":

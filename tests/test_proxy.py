@@ -158,3 +158,127 @@ def test_the_stores_go_through_the_proxy(monkeypatch, tmp_path, run):
         assert orjson.loads(result.stdout)["events"] == 2
     hosts = {host for _method, host in proxy.seen}
     assert hosts == {f"127.0.0.1:{s3_port}", f"127.0.0.1:{gcs_port}"}
+
+
+def test_an_s3_store_behind_a_private_ca_is_read_with_the_bundle_and_refused_without(
+        certificate, monkeypatch, run):
+    pytest.importorskip("s3fs")
+    from tests.servers import free_port, loopback_server, moto_command
+    from tests.test_stores import NOW
+
+    port = free_port()
+    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
+    monkeypatch.setenv("AWS_MAX_ATTEMPTS", "1")
+    monkeypatch.setenv("AWS_ENDPOINT_URL_S3", f"https://localhost:{port}")
+    monkeypatch.delenv("AWS_CA_BUNDLE", raising=False)
+    with loopback_server(moto_command(port) + ["-c", certificate[0], "-k", certificate[1]],
+                         port):
+        import s3fs
+
+        s3 = s3fs.S3FileSystem(client_kwargs={"endpoint_url": f"https://localhost:{port}",
+                                              "verify": certificate[0]},
+                               skip_instance_cache=True)
+        s3.mkdir("private-ca")
+        s3.pipe("private-ca/a.jsonl", jsonl(track(1), track(2)))
+        monkeypatch.setenv("REQUESTS_CA_BUNDLE", certificate[0])
+        trusted = run("send", "--dry-run", "--now", NOW, "--json", "-q", "s3://private-ca/a.jsonl")
+        monkeypatch.setenv("REQUESTS_CA_BUNDLE", "/etc/ssl/certs/ca-certificates.crt")
+        monkeypatch.delenv("SSL_CERT_FILE", raising=False)
+        refused = run("send", "--dry-run", "s3://private-ca/a.jsonl")
+    assert trusted.exit_code == 0, trusted.stderr
+    assert orjson.loads(trusted.stdout)["events"] == 2
+    assert refused.exit_code == 3, refused.stderr
+    assert "TLS certificate is not trusted" in refused.stderr
+    assert "REQUESTS_CA_BUNDLE or SSL_CERT_FILE" in refused.stderr
+
+
+class _TlsFront:
+    """TLS on a loopback port, relayed in plain to another: a GCS endpoint behind a private CA."""
+
+    def __init__(self, certificate, target_port: int):
+        import socket
+        import ssl
+        import threading
+
+        context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        context.load_cert_chain(*certificate)
+        self._listener = socket.create_server(("127.0.0.1", 0))
+        self.port = self._listener.getsockname()[1]
+
+        def pump(source, sink):
+            try:
+                while data := source.recv(65536):
+                    sink.sendall(data)
+            except OSError:
+                pass
+            finally:
+                for end in (source, sink):
+                    try:
+                        end.close()
+                    except OSError:
+                        pass
+
+        def serve():
+            while True:
+                try:
+                    client, _ = self._listener.accept()
+                except OSError:
+                    return
+                try:
+                    secure = context.wrap_socket(client, server_side=True)
+                except (OSError, ssl.SSLError):
+                    client.close()
+                    continue
+                upstream = socket.create_connection(("127.0.0.1", target_port))
+                threading.Thread(target=pump, args=(secure, upstream), daemon=True).start()
+                threading.Thread(target=pump, args=(upstream, secure), daemon=True).start()
+
+        threading.Thread(target=serve, daemon=True).start()
+
+    def close(self):
+        self._listener.close()
+
+
+def test_a_gcs_store_behind_a_private_ca_is_read_with_the_bundle(
+        certificate, tmp_path):
+    pytest.importorskip("gcsfs")
+    import os
+    import subprocess
+    import sys
+
+    from tests.servers import free_port, gcs_command, loopback_server
+    from tests.test_stores import NOW
+
+    port = free_port()
+    with loopback_server(gcs_command(port), port):
+        from gcsfs.core import GCSFileSystem
+
+        os.environ["STORAGE_EMULATOR_HOST"] = f"http://127.0.0.1:{port}"
+        try:
+            gcs = GCSFileSystem(token="anon", skip_instance_cache=True)
+            gcs.mkdir("private-ca")
+            gcs.pipe("private-ca/a.jsonl", jsonl(track(1), track(2)))
+        finally:
+            del os.environ["STORAGE_EMULATOR_HOST"]
+        front = _TlsFront(certificate, port)
+        try:
+            def send(bundle):  # a process of its own: aiohttp reads the bundle when imported
+                env = {k: v for k, v in os.environ.items() if k not in (
+                    "SSL_CERT_FILE", "REQUESTS_CA_BUNDLE", *PROXY_VARIABLES)}
+                env.update(STORAGE_EMULATOR_HOST=f"https://localhost:{front.port}",
+                           REQUESTS_CA_BUNDLE=bundle)
+                return subprocess.run(
+                    [sys.executable, "-m", "segmetro", "send", "--dry-run", "--now", NOW,
+                     "--json", "-q", "--rejects", str(tmp_path / "r.jsonl"),
+                     "gs://private-ca/a.jsonl"], env=env, capture_output=True, text=True,
+                    timeout=120)
+
+            trusted = send(certificate[0])
+        finally:
+            front.close()
+    # (refused without it, gcsfs retries for ~30 s before the same exit 3 as S3's: not run here)
+    assert trusted.returncode == 0, trusted.stderr
+    assert orjson.loads(trusted.stdout)["events"] == 2
