@@ -282,3 +282,11 @@ def test_a_gcs_store_behind_a_private_ca_is_read_with_the_bundle(
     # (refused without it, gcsfs retries for ~30 s before the same exit 3 as S3's: not run here)
     assert trusted.returncode == 0, trusted.stderr
     assert orjson.loads(trusted.stdout)["events"] == 2
+
+
+def test_a_ca_bundle_that_cannot_be_loaded_is_a_configuration_error(run, monkeypatch, tmp_path):
+    monkeypatch.setenv("REQUESTS_CA_BUNDLE", str(tmp_path / "no-such-bundle.pem"))
+    result = run("check-auth", "--api-token", TOKEN, "--base-url", "https://localhost:9")
+    assert result.exit_code == 2
+    assert "the CA bundle (REQUESTS_CA_BUNDLE=" in result.stderr and "cannot be loaded" in \
+        result.stderr
