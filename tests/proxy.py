@@ -1,5 +1,6 @@
 """A small forward proxy on loopback, as a corporate one behaves: CONNECT tunnels for https://
-and absolute-form requests for http://, counting what went through it (h11 parses HTTP/1.1)."""
+and absolute-form requests for http://, counting what went through it (h11 parses HTTP/1.1);
+and a TLS front for a plain server, as a store behind a private CA."""
 
 import socket
 import socketserver
@@ -8,6 +9,30 @@ from collections import Counter
 from urllib.parse import urlsplit
 
 import h11
+
+
+def _pump(source: socket.socket, sink: socket.socket) -> None:
+    try:
+        while data := source.recv(65536):
+            sink.sendall(data)
+    except OSError:
+        pass
+    finally:
+        for end in (source, sink):
+            try:
+                end.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+
+
+def relay(one: socket.socket, other: socket.socket) -> None:
+    """Copy bytes both ways until either side ends; then close both."""
+    back = threading.Thread(target=_pump, args=(other, one), daemon=True)
+    back.start()
+    _pump(one, other)
+    back.join(30)
+    one.close()
+    other.close()
 
 
 class _Handler(socketserver.BaseRequestHandler):
@@ -59,25 +84,7 @@ class _Handler(socketserver.BaseRequestHandler):
         leftover = client.trailing_data[0]
         if leftover:
             upstream.sendall(leftover)
-
-        def pump(source, sink):
-            try:
-                while data := source.recv(65536):
-                    sink.sendall(data)
-            except OSError:
-                pass
-            finally:
-                for end in (source, sink):
-                    try:
-                        end.shutdown(socket.SHUT_RDWR)
-                    except OSError:
-                        pass
-
-        other = threading.Thread(target=pump, args=(upstream, self.request), daemon=True)
-        other.start()
-        pump(self.request, upstream)
-        other.join(30)
-        upstream.close()
+        relay(self.request, upstream)
 
     def _forward(self, client: h11.Connection, request: h11.Request, target: str,
                  body: bytes) -> None:
@@ -139,3 +146,34 @@ class ForwardProxy:
     def __exit__(self, *exc) -> None:
         self._server.shutdown()
         self._server.server_close()
+
+
+class TlsFront:
+    """TLS on a loopback port, relayed in plain to another: a server behind a private CA."""
+
+    def __init__(self, certificate: tuple[str, str], target_port: int):
+        import ssl
+
+        context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        context.load_cert_chain(*certificate)
+        self._listener = socket.create_server(("127.0.0.1", 0))
+        self.port = self._listener.getsockname()[1]
+
+        def serve() -> None:
+            while True:
+                try:
+                    client, _ = self._listener.accept()
+                except OSError:
+                    return
+                try:
+                    secure = context.wrap_socket(client, server_side=True)
+                except OSError:  # ssl.SSLError too: a client that refused our certificate
+                    client.close()
+                    continue
+                upstream = socket.create_connection(("127.0.0.1", target_port))
+                threading.Thread(target=relay, args=(secure, upstream), daemon=True).start()
+
+        threading.Thread(target=serve, daemon=True).start()
+
+    def close(self) -> None:
+        self._listener.close()

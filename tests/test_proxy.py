@@ -12,7 +12,7 @@ from segmetro.emulator import EmulatorState, Faults, tls_context
 from segmetro.timestamps import parse_rfc3339
 from tests.conftest import SAMPLE, SAMPLE_NOW, jsonl, track
 from tests.harness import BackgroundEmulator
-from tests.proxy import ForwardProxy
+from tests.proxy import ForwardProxy, TlsFront
 
 TOKEN = "proxy-test-token"
 PROXY_VARIABLES = ("HTTPS_PROXY", "HTTP_PROXY", "ALL_PROXY", "NO_PROXY", "https_proxy",
@@ -195,53 +195,6 @@ def test_an_s3_store_behind_a_private_ca_is_read_with_the_bundle_and_refused_wit
     assert "REQUESTS_CA_BUNDLE or SSL_CERT_FILE" in refused.stderr
 
 
-class _TlsFront:
-    """TLS on a loopback port, relayed in plain to another: a GCS endpoint behind a private CA."""
-
-    def __init__(self, certificate, target_port: int):
-        import socket
-        import ssl
-        import threading
-
-        context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-        context.load_cert_chain(*certificate)
-        self._listener = socket.create_server(("127.0.0.1", 0))
-        self.port = self._listener.getsockname()[1]
-
-        def pump(source, sink):
-            try:
-                while data := source.recv(65536):
-                    sink.sendall(data)
-            except OSError:
-                pass
-            finally:
-                for end in (source, sink):
-                    try:
-                        end.close()
-                    except OSError:
-                        pass
-
-        def serve():
-            while True:
-                try:
-                    client, _ = self._listener.accept()
-                except OSError:
-                    return
-                try:
-                    secure = context.wrap_socket(client, server_side=True)
-                except (OSError, ssl.SSLError):
-                    client.close()
-                    continue
-                upstream = socket.create_connection(("127.0.0.1", target_port))
-                threading.Thread(target=pump, args=(secure, upstream), daemon=True).start()
-                threading.Thread(target=pump, args=(upstream, secure), daemon=True).start()
-
-        threading.Thread(target=serve, daemon=True).start()
-
-    def close(self):
-        self._listener.close()
-
-
 def test_a_gcs_store_behind_a_private_ca_is_read_with_the_bundle(
         certificate, tmp_path):
     pytest.importorskip("gcsfs")
@@ -263,7 +216,7 @@ def test_a_gcs_store_behind_a_private_ca_is_read_with_the_bundle(
             gcs.pipe("private-ca/a.jsonl", jsonl(track(1), track(2)))
         finally:
             del os.environ["STORAGE_EMULATOR_HOST"]
-        front = _TlsFront(certificate, port)
+        front = TlsFront(certificate, port)
         try:
             def send(bundle):  # a process of its own: aiohttp reads the bundle when imported
                 env = {k: v for k, v in os.environ.items() if k not in (
