@@ -303,7 +303,7 @@ def plan(state: State, files: list[InputFile], span: Span = Span()
             continue
         result.fingerprints[source.path] = fp
         progress = state.files.get(fp)
-        if progress is not None and not covers(progress.window, span):
+        if progress is not None and not progress.window.covers(span):
             result.widened.append(source.path)
             state.files[fp] = FileProgress(source.path, window=span)
             to_read.append(source)
@@ -322,14 +322,6 @@ def plan(state: State, files: list[InputFile], span: Span = Span()
                 result.resumed.append(f"{source.path} from line {progress.position.line}")
             to_read.append(replace(source, start=progress.position))
     return to_read, result
-
-
-def covers(settled: Span, wanted: Span) -> bool:
-    """Whether every time ``wanted`` takes was inside ``settled``."""
-    return (settled.since_ms is None or
-            (wanted.since_ms is not None and wanted.since_ms >= settled.since_ms)) and \
-        (settled.until_ms is None or
-         (wanted.until_ms is not None and wanted.until_ms <= settled.until_ms))
 
 
 @dataclass(slots=True)

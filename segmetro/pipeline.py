@@ -50,6 +50,13 @@ class Span:
         return (self.since_ms is None or epoch_ms >= self.since_ms) and \
             (self.until_ms is None or epoch_ms < self.until_ms)
 
+    def covers(self, other: "Span") -> bool:
+        """Whether every time ``other`` takes is inside this span."""
+        return (self.since_ms is None or
+                (other.since_ms is not None and other.since_ms >= self.since_ms)) and \
+            (self.until_ms is None or
+             (other.until_ms is not None and other.until_ms <= self.until_ms))
+
 
 @dataclass(slots=True)
 class Outcome:
