@@ -23,7 +23,8 @@ class ExitStatus(IntEnum):
 EXIT_CODES_HELP = (
     "Exit codes: 0 finished, every record fine (records no trigger matched count as fine); "
     "1 finished, some records rejected (see the rejects file); 2 usage or configuration error, "
-    "nothing done; 3 aborted (token refused, wrong URL, Metronome unreachable after retries); "
+    "nothing done; 3 aborted (token refused, wrong URL, Metronome unreachable after retries, "
+    "TLS certificate not trusted, store credentials refused or store unreachable); "
     "4 another run holds the --state lock, nothing done; 70 internal error (the summary says "
     "what was confirmed); 130 interrupted (Ctrl-C); 143 terminated (SIGTERM)."
 )
