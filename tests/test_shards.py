@@ -126,8 +126,10 @@ def test_shards_store_every_event_once_within_one_shared_budget(emulator, redis_
     assert {r["shard"]["index"] for r in results} == {0, 1, 2}
     window = emulator.state.last_accept - emulator.state.first_accept
     # the first batch starts the window, and GCRA's 0.1 s of burst (150 events) is taken at once:
-    # 2,750 events are paced over it
-    assert 2750 / window <= 1500 * 1.05 and elapsed >= 1.8  # one budget, not three
+    # 2,750 events are paced over it. The window is measured where batches are stored, so it is
+    # short by the first request's extra latency (a new connection, three processes starting on
+    # two cores: up to ~0.15 s in CI); three separate budgets would store ~4,500 events/s
+    assert 2750 / window <= 1500 * 1.15 and elapsed >= 1.8  # one budget, not three
     assert sorted(os.listdir(tmp_path / "state")) == [f"shard-{k}-of-3" for k in range(3)]
 
 
