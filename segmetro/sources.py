@@ -10,13 +10,14 @@ from __future__ import annotations
 
 import glob
 import itertools
+import operator
 import os
 import re
 import stat
 import sys
 import zlib
 from dataclasses import dataclass, field
-from typing import BinaryIO, Callable, Iterator
+from typing import BinaryIO, Callable, Generator, Iterator
 
 import orjson
 
@@ -432,46 +433,139 @@ class TooLong:
     head: bytes
 
 
-def _lines(chunks: Iterator[bytes], max_bytes: int) -> Iterator[bytes | TooLong]:
+class _Pending:
+    """The line that has no end yet, across chunks; an over-long one is not held whole."""
+
+    __slots__ = ("pieces", "size", "head", "max_bytes")
+
+    def __init__(self, max_bytes: int) -> None:
+        self.pieces: list[bytes] = []
+        self.size = 0
+        self.head = b""  # the first bytes of an over-long line, once it is known to be one
+        self.max_bytes = max_bytes
+
+    def add(self, piece: bytes) -> None:
+        self.size += len(piece)
+        if self.head:
+            return
+        if self.size > self.max_bytes:
+            self.head = (b"".join(self.pieces) + piece)[:_HEAD]
+            self.pieces = []
+        else:
+            self.pieces.append(piece)
+
+    def end(self, piece: bytes) -> bytes | TooLong:
+        """The whole line, ``piece`` its last part."""
+        if not self.size:
+            return piece
+        size = self.size + len(piece)
+        if self.head or size > self.max_bytes:
+            line: bytes | TooLong = TooLong(size, self.head or b"".join(self.pieces)[:_HEAD])
+        else:
+            line = b"".join(self.pieces) + piece
+        self.pieces, self.size, self.head = [], 0, b""
+        return line
+
+
+# A chunk whose lines are mostly found in runs the byte test skips is searched whole (``_scan``);
+# after one that is not, the next few are split line by line, which is cheaper when most lines
+# hold a needle.
+_SPLIT_AFTER_DENSE = 8
+
+
+def _lines(chunks: Iterator[bytes], max_bytes: int, needles: tuple[bytes, ...] | None = None
+           ) -> Iterator[bytes | TooLong | int]:
     """Lines without their line end (a trailing \\r is left to the JSON parser). A line longer
-    than ``max_bytes`` becomes a TooLong, found in linear time without being held whole."""
-    pending: list[bytes] = []  # pieces of the line that has no end yet
-    pending_size = 0
-    head = b""  # the first bytes of an over-long line, once it is known to be one
+    than ``max_bytes`` becomes a TooLong, found in linear time without being held whole. With
+    ``needles`` (see ``read_file``), a run of lines the byte test would skip may come as its
+    number of lines instead."""
+    pending = _Pending(max_bytes)
+    split_for = 0  # chunks to split line by line before searching whole again
     for chunk in chunks:
+        if needles is not None and not split_for and len(chunk) <= max_bytes:
+            first = chunk.find(b"\n")
+            if first < 0:
+                pending.add(chunk)
+                continue
+            yield pending.end(chunk[:first])
+            stop = chunk.rfind(b"\n") + 1
+            runs = yield from _scan(chunk, first + 1, stop, needles)
+            if not runs:
+                split_for = _SPLIT_AFTER_DENSE
+            if stop < len(chunk):
+                pending.add(chunk[stop:])
+            continue
+        split_for = max(0, split_for - 1)
         pieces = chunk.split(b"\n")
         last = pieces.pop()
         if pieces:
-            first = pieces[0]
-            if pending_size:
-                size = pending_size + len(first)
-                if head or size > max_bytes:
-                    pieces[0] = TooLong(size, head or b"".join(pending)[:_HEAD])
-                else:
-                    pieces[0] = b"".join(pending) + first
-                pending, pending_size, head = [], 0, b""
+            pieces[0] = pending.end(pieces[0])
             if len(chunk) > max_bytes:  # only then can a whole line in the chunk be too long
                 pieces = [TooLong(len(p), p[:_HEAD]) if p.__class__ is bytes and
                           len(p) > max_bytes else p for p in pieces]
             yield from pieces
         if last:
-            pending_size += len(last)
-            if head:
-                continue
-            if pending_size > max_bytes:
-                head = (b"".join(pending) + last)[:_HEAD]
-                pending = []
+            pending.add(last)
+    if pending.size:
+        yield pending.end(b"")
+
+
+# Lines holding these are tested one by one: a backslash could spell a needle with escapes, and
+# a batch envelope (``"batch": [...]``, needing a "[") holds several records.
+_BYTE_TEST_STOPS = (b"\\", b"[")
+_FIRST_BYTE, _LAST_BYTE = operator.itemgetter(0), operator.itemgetter(-1)
+_OPEN, _CLOSE = {0x7B}, {0x7D}
+
+
+def _scan(chunk: bytes, pos: int, stop: int, needles: tuple[bytes, ...]
+          ) -> Generator[bytes | int, None, bool]:
+    """The lines of ``chunk[pos:stop]`` (``stop`` just after a line end), each run of lines the
+    byte test would skip given as its length. The chunk is searched for the needles, a backslash
+    and a "[" (fast searches; the byte test's ``"batch"`` is not); the lines between two finds
+    hold none of them, and they are a run when each is ``{…}``. Lines given one by one still meet
+    the whole byte test in ``read_file``. Returns whether most lines came in runs."""
+    find, rfind = chunk.find, chunk.rfind
+    stops = needles + _BYTE_TEST_STOPS
+    found = [find(needle, pos, stop) for needle in stops]  # the next of each, -1: none left
+    in_runs = one_by_one = 0
+    while pos < stop:
+        hit = stop
+        for index, at in enumerate(found):
+            if 0 <= at < pos:
+                at = found[index] = find(stops[index], pos, stop)
+            if 0 <= at < hit:
+                hit = at
+        begin = max(rfind(b"\n", pos, hit) + 1, pos) if hit < stop else stop
+        if begin > pos:  # whole lines without a find
+            lines = chunk[pos:begin - 1].split(b"\n")
+            try:
+                run = set(map(_FIRST_BYTE, lines)) == _OPEN and \
+                    set(map(_LAST_BYTE, lines)) == _CLOSE
+            except IndexError:  # an empty line
+                run = False
+            if run:
+                in_runs += len(lines)
+                yield len(lines)
             else:
-                pending.append(last)
-    if pending_size:
-        yield TooLong(pending_size, head) if head else b"".join(pending)
+                one_by_one += len(lines)
+                yield from lines
+        if hit < stop:
+            end = find(b"\n", hit, stop)
+            one_by_one += 1
+            yield chunk[begin:end]
+            pos = end + 1
+        else:
+            pos = stop
+    return in_runs >= 4 * one_by_one
 
 
 def open_lines(source: InputFile, counter: ByteCounter,
-               max_line_bytes: int = DEFAULT_MAX_LINE_BYTES, fetcher=None
-               ) -> tuple[Iterator[bytes | TooLong], BinaryIO]:
+               max_line_bytes: int = DEFAULT_MAX_LINE_BYTES, fetcher=None,
+               needles: tuple[bytes, ...] | None = None
+               ) -> tuple[Iterator[bytes | TooLong | int], BinaryIO]:
     """The decompressed lines of one input, and the stream to close afterwards. An object in a
-    store comes from ``fetcher`` (a ``stores.Prefetcher``)."""
+    store comes from ``fetcher`` (a ``stores.Prefetcher``); with ``needles``, runs of lines the
+    byte test skips may come as their number (see ``_lines``)."""
     try:
         if is_object(source):
             stream = (fetcher or Prefetcher(())).open(source)
@@ -486,8 +580,8 @@ def open_lines(source: InputFile, counter: ByteCounter,
         first += next(chunks, b"")
     rest = itertools.chain((first,), chunks) if first else chunks
     if first[:2] == GZIP_MAGIC:
-        return _lines(_gunzip(rest), max_line_bytes), stream
-    return _lines(rest, max_line_bytes), stream
+        return _lines(_gunzip(rest), max_line_bytes, needles), stream
+    return _lines(rest, max_line_bytes, needles), stream
 
 
 def _parse_error(error: orjson.JSONDecodeError) -> tuple[str, str]:
@@ -552,18 +646,22 @@ def read_file(source: InputFile, counter_sink: list | None = None,
     counter = ByteCounter()
     if counter_sink is not None:
         counter_sink.append(counter)
-    lines, stream = open_lines(source, counter, max_line_bytes, fetcher)
+    lines, stream = open_lines(source, counter, max_line_bytes, fetcher, needles)
     loads = orjson.loads
     start = source.start or Position()
     line_no = 0
     seq = start.line_seq
     replay = None  # a rejects file is read for the original records it holds
     try:
-        for _ in range(start.line - 1):  # settled in an earlier run: skip unparsed
-            if next(lines, None) is None:
+        while line_no < start.line - 1:  # settled in an earlier run: skip unparsed
+            line = next(lines, None)
+            if line is None:
                 return
-            line_no += 1
-        unread = 0  # consecutive lines no trigger can match, not yet handed on
+            line_no += line if line.__class__ is int else 1
+        # consecutive lines no trigger can match, not yet handed on: those of a run that went on
+        # past where this run resumes, at first
+        unread = line_no - max(start.line - 1, 0)
+        seq += unread
         while True:
             try:
                 line = next(lines)
@@ -578,6 +676,11 @@ def read_file(source: InputFile, counter_sink: list | None = None,
             except OSError as error:  # a disk or network file system failing mid-file
                 raise InputVanished(f"{name}: reading failed after line {line_no}: "
                                     f"{error.strerror or error}") from None
+            if line.__class__ is int:  # a run of lines the byte test skips (see _scan)
+                line_no += line
+                unread += line
+                seq += line
+                continue
             line_no += 1
             if needles is not None and line.__class__ is bytes and line[:1] == b"{":
                 for needle in needles:  # the usual decider first: most lines that bill hold one

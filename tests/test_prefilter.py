@@ -3,7 +3,7 @@ it skips never matches under the full evaluation), escaped and unicode spellings
 
 import json
 
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from segmetro.events import Window
@@ -125,3 +125,70 @@ def test_the_reader_process_counts_runs_of_unread_lines_as_one_process_does(run,
                           ("lines", "records", "events", "skipped_by_type", "rejected")})
     assert summaries[0] == summaries[1]
     assert summaries[0]["skipped_by_type"][UNREAD_TYPE] > 2000
+
+
+POOL = [line("identify", "Signed Up", "Home", 0), line("track", "Tokens Used", "Home", 0),
+        line("track", "Tokens Used", "Home", 1), line("page", "x", "Pricing", 0),
+        line("track", "Search", "Home", 0) + "\r", line("track", "Search", "Home", 0) + "  ",
+        "", "   ", "[1, 2]", '"text"', "{broken", '{"batch": [{"type": "page"}]}',
+        '{"type": "identify", "traits": {"tags": ["a", "b"]}}',
+        '{"batch": [{"type": "identify"}, {"type": "identify"}]}', "\ufeff" + line("page", "", "", 0),
+        '{"type": "identify", "name": "back\\\\slash"}', "x" * 300]
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[
+    HealthCheck.function_scoped_fixture])
+@given(st.lists(st.sampled_from([0] * 3 * len(POOL) + list(range(len(POOL)))), min_size=1,
+                max_size=60),
+       st.integers(16, 600), st.sampled_from([200, 1 << 20]), st.integers(1, 8),
+       st.booleans())
+@example(picks=[0] * 10 + [1, 0], chunk=4096, max_line_bytes=1 << 20, resume_line=5,
+         gzipped=False)  # a resume inside a run of unread lines
+@example(picks=[0, 0, 0, POOL.index('{"batch": [{"type": "identify"}, {"type": "identify"}]}'),
+                0, 0], chunk=4096, max_line_bytes=1 << 20, resume_line=1, gzipped=True)
+def test_searching_whole_chunks_reads_what_the_per_line_test_reads(
+        tmp_path, monkeypatch, picks, chunk, max_line_bytes, resume_line, gzipped):
+    """Runs of lines found by searching a chunk whole give the same records, in the same
+    places, as testing each line: across chunk ends, over-long lines, CRLF, blank lines,
+    envelopes, backslashes, lines that are not objects, and a resume inside a run."""
+    import gzip
+
+    from segmetro.sources import Position
+    import segmetro.sources as sources
+
+    text = ("\n".join(POOL[p] for p in picks) + "\n").encode()
+    path = tmp_path / ("in.jsonl.gz" if gzipped else "in.jsonl")
+    path.write_bytes(gzip.compress(text) if gzipped else text)
+    start = Position(resume_line, 0, 0)
+
+    def records(lines):
+        source = InputFile(str(path), None, start=start)
+        with monkeypatch.context() as patch:  # hypothesis runs many examples in one test
+            patch.setattr(sources, "_CHUNK", chunk)
+            patch.setattr(sources, "_lines", lines)
+            return [(r.line, r.seq, r.data is sources.UNREAD, r.repeat, r.data, r.error_code,
+                     r.raw) for r in sources.read_file(source, None, max_line_bytes,
+                                                       MAPPINGS.needles)]
+
+    searched = sources._lines
+
+    def line_by_line(chunks, max_bytes, needles=None):  # the reference: each line tested
+        return searched(chunks, max_bytes)
+
+    assert records(searched) == records(line_by_line)
+
+
+def test_a_long_export_is_searched_in_runs(tmp_path):
+    rows = [line("identify", "Signed Up", "Home", 0, n) if n % 50 else
+            line("track", "Tokens Used", "Home", 0, n) for n in range(6000)]
+    path = tmp_path / "in.jsonl"
+    path.write_text("\n".join(rows) + "\n")
+    from segmetro.sources import ByteCounter, open_lines
+
+    lines, stream = open_lines(InputFile(str(path), None), ByteCounter(),
+                               needles=MAPPINGS.needles)
+    items = list(lines)
+    stream.close()
+    runs = [item for item in items if isinstance(item, int)]
+    assert sum(runs) + len(items) - len(runs) == 6000
+    assert len(items) < 6000 // 10  # the lines between two needles come as one number
