@@ -81,16 +81,45 @@ def segment_type(data: dict) -> str:
     return kind if kind.__class__ is str else "(no type)"
 
 
+class RepeatCheck:
+    """The run-wide repeat check by transaction_id: a valid event whose id the run already
+    produced is a ``DUPLICATE`` (the same bytes) or a ``validate`` rejection (another event)."""
+
+    def __init__(self) -> None:
+        self.seen = SeenIds()
+        self._file: str | None = None
+        self._base = 0  # the file's run-wide number for file:line
+
+    def outcome(self, record: SegmentRecord, event, body: bytes, transaction_id: str,
+                mapping: str | None, final: bool, event_type: str, timestamp: str) -> Outcome:
+        if record.file != self._file:
+            self._file = record.file
+            self._base = self.seen.place(record.file, 0)
+        first = self.seen.check(transaction_id, body, self._base + record.line)
+        if first == SeenIds.NEW:
+            return Outcome(EVENT, record, event, None, None, None, mapping, final, body,
+                           event_type, timestamp)
+        if first == SeenIds.SAME:
+            return Outcome(DUPLICATE, record, event, mapping=mapping, final=final)
+        return Outcome(REJECTED, record, event, "validate", "conflicting-transaction-id",
+                       f"transaction_id {transaction_id!r} was already given to a different "
+                       f"event at {first}; Metronome keeps only the first event of an id, so "
+                       "this one would never be billed", mapping, final, body, event_type,
+                       timestamp)
+
+
 def process(records: Iterable[SegmentRecord], mappings: MappingSet,
-            window: Window | Callable[[], Window], span: Span = Span()) -> Iterator[Outcome]:
+            window: Window | Callable[[], Window], span: Span = Span(),
+            check_repeats: bool = True) -> Iterator[Outcome]:
     """``window`` is fixed (``--now``) or a callable giving the clock's window, read again every
     few thousand records so a run that lasts hours judges each record against its own time.
-    A mapped event outside ``span`` is ``OUTSIDE`` (before Metronome's window is applied)."""
+    A mapped event outside ``span`` is ``OUTSIDE`` (before Metronome's window is applied).
+    Without ``check_repeats``, every valid event is an ``EVENT`` with its JSON made, for a
+    ``RepeatCheck`` elsewhere (a reader process's parent)."""
     holds = span.holds if span else None
     apply = mappings.apply
-    seen = SeenIds()
-    check, dumps = seen.check, orjson.dumps
-    current_file, base = None, 0
+    repeats = RepeatCheck().outcome if check_repeats else None
+    dumps = orjson.dumps
     clock = window if callable(window) else None
     if clock is not None:
         window = clock()
@@ -133,22 +162,13 @@ def process(records: Iterable[SegmentRecord], mappings: MappingSet,
                 yield Outcome(REJECTED, record, event, "validate", problem[0], problem[1],
                               result.mapping, final, None, event_type, timestamp)
                 continue
-            if record.file is not current_file:  # a run-wide number for file:line
-                current_file = record.file
-                base = seen.place(current_file, 0)
             body = dumps(event)
-            first = check(event["transaction_id"], body, base + record.line)
-            if first == SeenIds.NEW:
+            if repeats is None:
                 yield Outcome(EVENT, record, event, None, None, None, result.mapping, final,
                               body, event_type, timestamp)
-            elif first == SeenIds.SAME:
-                yield Outcome(DUPLICATE, record, event, mapping=result.mapping, final=final)
             else:
-                yield Outcome(REJECTED, record, event, "validate", "conflicting-transaction-id",
-                              f"transaction_id {event['transaction_id']!r} was already given to "
-                              f"a different event at {first}; Metronome keeps only the first "
-                              "event of an id, so this one would never be billed",
-                              result.mapping, final, body, event_type, timestamp)
+                yield repeats(record, event, body, event["transaction_id"], result.mapping,
+                              final, event_type, timestamp)
     if unread:
         yield Outcome(SKIPPED, last_unread, code=UNREAD_TYPE, repeat=unread)
 

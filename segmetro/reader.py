@@ -5,14 +5,15 @@ mapping, the rest to HTTP. Here a child process runs ``read_records`` and ``proc
 compact outcomes to the parent over a pipe; the parent keeps everything that must be exact and
 durable (the tally, the rejects file, the checkpoint ledger, the upload) and only decodes.
 
-Events travel as the JSON the child made of them (for its repeat check), so the parent writes
-or POSTs those bytes as they are (``orjson.Fragment``) and never rebuilds the dict.
+Events travel as the JSON the child made of them (for the repeat check), so the parent writes
+or POSTs those bytes as they are (``orjson.Fragment``) and never rebuilds the dict. The repeat
+check runs in whichever process has room (see ``ReaderProcess.uploading``).
 
 Wire format: frames of a 4-byte length and a pickled message, one of
 ``("outcomes", [tuple, ...], bytes_read)``, ``("file_done", name)``, ``("end", bytes_read)`` and
 ``("error", exit_status, message)``. An outcome is a flat tuple (``_encode``/``decode``): pickling
-a dataclass a record would cost more than the rest of the parent's work on it. A record's JSON travels as bytes and reaches the rejects file as an
-``orjson.Fragment``, never parsed twice.
+a dataclass a record would cost more than the rest of the parent's work on it. A record's JSON
+travels as bytes and reaches the rejects file as an ``orjson.Fragment``, never parsed twice.
 
 The child is a bare ``os.fork`` that closes every descriptor but the pipe's write end: it must not
 keep the run lock, sockets or the pipe's read end alive. So when the parent dies (even by
@@ -37,7 +38,7 @@ import orjson
 from segmetro.events import Window
 from segmetro.mapping import MappingSet, parse_mapping
 from segmetro.pipeline import (DUPLICATE, EVENT, OUTSIDE, REJECTED, SKIPPED, UNREAD_TYPE, Outcome,
-                               Span, process)
+                               RepeatCheck, Span, process)
 from segmetro.sources import (UNREAD, ByteCounter, InputSet, SegmentRecord, is_object,
                               read_records)
 from segmetro.stores import FedObjects, feed_objects
@@ -50,22 +51,25 @@ _UNREAD_RUN = 9  # an entry standing for a run of unread lines
 _KIND_NUMBER = {kind: number for number, kind in enumerate(_KINDS)}
 
 
-def _encode(outcome: Outcome, event_records: bool = True) -> tuple:
+def _encode(outcome: Outcome, uploading: bool = True) -> tuple:
     record = outcome.record
     data = record.data
     body = None
     if data is not None and (outcome.kind is REJECTED or
-                             (event_records and outcome.kind is EVENT)):
+                             (uploading and outcome.kind is EVENT)):
         # kept for the rejects file: the line as read when it is this record's own, so the
         # record is not serialised a second time
         body = record.text if record.text is not None else orjson.dumps(data)
     event_json = outcome.event_json
     if event_json is None and outcome.event is not None and outcome.kind is REJECTED:
         event_json = orjson.dumps(outcome.event)
+    transaction_id = None
+    if not uploading and outcome.kind is EVENT:  # the parent checks repeats
+        transaction_id = outcome.event["transaction_id"]
     return (_KIND_NUMBER[outcome.kind], record.file, record.line, record.seq, record.line_seq,
             record.last_on_line, outcome.final, event_json, outcome.event_type,
             outcome.timestamp, outcome.stage, outcome.code, outcome.reason, outcome.mapping,
-            body, record.raw, record.origin)
+            body, record.raw, record.origin, transaction_id)
 
 
 def _pipe() -> tuple[int, int]:
@@ -126,8 +130,9 @@ def _child(fd: int, job: "ReaderProcess", feed_fd: int | None) -> None:
         mappings = parse_mapping(job.mappings.text, job.mappings.source)
         fetcher = FedObjects(feed_fd) if feed_fd is not None else None
         records = read_records(job.inputs, counters, file_done, mappings.needles, fetcher)
-        event_records = job.event_records
-        for outcome in process(records, mappings, job.window, job.span):
+        uploading = job.uploading
+        for outcome in process(records, mappings, job.window, job.span,
+                               check_repeats=uploading):
             if outcome.record.data is UNREAD:  # sent as one entry per run, not one per line
                 if unread[0] and outcome.record.file is not unread[1].file:
                     flush_unread()
@@ -137,7 +142,7 @@ def _child(fd: int, job: "ReaderProcess", feed_fd: int | None) -> None:
                     send_chunk()
                 continue
             flush_unread()
-            chunk.append(_encode(outcome, event_records))
+            chunk.append(_encode(outcome, uploading))
             if len(chunk) >= CHUNK and outcome.final:  # a record's outcomes stay together
                 send_chunk()
         send_chunk()
@@ -162,14 +167,17 @@ class ReaderProcess:
     """The parent's side: outcomes as if ``process(read_records(...))`` ran here."""
 
     def __init__(self, inputs: InputSet, mappings: MappingSet, window: Window,
-                 span: Span = Span(), event_records: bool = True):
+                 span: Span = Span(), uploading: bool = True):
         self.inputs = inputs
         self.span = span
         self.mappings = mappings  # the child compiles its own copy from the text
         self.window = window
-        # An event's record travels with it only when an upload may still reject it (a send):
-        # map and dry runs need the record of rejections only.
-        self.event_records = event_records
+        # Work goes to the core that has room. In a send the parent is the busy one (HTTP): the
+        # child checks repeats, and an event's record travels with it, since an upload may still
+        # reject it. Otherwise (map, dry runs, validate) the child is the busy one: the parent
+        # checks repeats (``decode``), and only rejections carry their record.
+        self.uploading = uploading
+        self.repeats = None if uploading else RepeatCheck()
         self._pid: int | None = None
 
     def start(self) -> int:
@@ -288,10 +296,11 @@ def _checked(message: tuple) -> tuple:
     return message
 
 
-def decode(chunk: list) -> list[Outcome]:
+def decode(chunk: list, repeats: RepeatCheck | None = None) -> list[Outcome]:
     """Outcomes from the wire; outcomes of one record share one record object (the ledger
     groups them by identity). A run of unread lines becomes one skipped outcome that counts for
-    all of them, its record the last (where a checkpoint resumes)."""
+    all of them, its record the last (where a checkpoint resumes). With ``repeats`` (the
+    reader's, when it is not uploading), events meet the repeat check here."""
     outcomes = []
     record = None
     for entry in chunk:
@@ -302,12 +311,16 @@ def decode(chunk: list) -> list[Outcome]:
             outcomes.append(Outcome(SKIPPED, last, code=UNREAD_TYPE, repeat=count))
             continue
         (kind, file, line, seq, line_seq, last_on_line, final, event_json, event_type, timestamp,
-         stage, code, reason, mapping, body, raw, origin) = entry
+         stage, code, reason, mapping, body, raw, origin, transaction_id) = entry
         if record is None or record.seq != seq or record.file != file:
             data = orjson.Fragment(body) if body is not None else None
             record = SegmentRecord(file, line, seq, data, None, None, raw, line_seq,
                                    last_on_line, origin)
         event = orjson.Fragment(event_json) if event_json is not None else None
+        if transaction_id is not None and repeats is not None:
+            outcomes.append(repeats.outcome(record, event, event_json, transaction_id, mapping,
+                                            final, event_type, timestamp))
+            continue
         outcomes.append(Outcome(_KINDS[kind], record, event, stage, code, reason, mapping,
                                 final, event_json, event_type, timestamp))
     return outcomes

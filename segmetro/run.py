@@ -117,11 +117,11 @@ class Flow:
         take, ledger, tally = self.take, self.ledger, self.report.tally
         self.remote_bytes_read = 0
         reader = ReaderProcess(self.inputs, self.mappings, self.window, self.span,
-                               event_records=False)  # nothing here sends: no api rejects
+                               uploading=False)
         for message in reader.messages_sync():
             if message[0] == "outcomes":
                 self.remote_bytes_read = message[2]
-                for outcome in decode(message[1]):
+                for outcome in decode(message[1], reader.repeats):
                     if take(outcome):
                         yield outcome
                 if tick is not None:

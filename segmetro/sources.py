@@ -687,7 +687,7 @@ def read_file(source: InputFile, counter_sink: list | None = None,
                     if needle in line:
                         break
                 else:
-                    if b"\\" not in line and b'"batch"' not in line and \
+                    if b"\\" not in line and (b"[" not in line or b'"batch"' not in line) and \
                             (line[-1:] == b"}" or line.rstrip()[-1:] == b"}"):
                         unread += 1  # handed on as one record when the run ends
                         seq += 1

@@ -179,8 +179,11 @@ def test_validate_mapping_only(run):
     assert "OK, 2 mapping(s): Report generated, Report pages" in result.output
 
 
+@pytest.mark.parametrize("reader_process", ["1", "0"])  # the parent checks, or the one process
 @pytest.mark.parametrize("command", [["validate"], ["send", "--dry-run"], ["map", "-o", "e.jsonl"]])
-def test_repeated_transaction_ids_counted_or_rejected(run, write, tmp_path, command):
+def test_repeated_transaction_ids_counted_or_rejected(run, write, tmp_path, monkeypatch, command,
+                                                      reader_process):
+    monkeypatch.setenv("SEGMETRO_READER_PROCESS", reader_process)
     path = write("in.jsonl", jsonl(track(1), track(2), track(1),
                                    track(1, properties={"tokens": 99})))
     result = run(*command, path, *NOW, "--json", "--rejects", "r.jsonl")
