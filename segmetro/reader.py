@@ -55,10 +55,10 @@ def _encode(outcome: Outcome, uploading: bool = True) -> tuple:
     record = outcome.record
     data = record.data
     body = None
-    if data is not None and (outcome.kind is REJECTED or
-                             (uploading and outcome.kind is EVENT)):
-        # kept for the rejects file: the line as read when it is this record's own, so the
-        # record is not serialised a second time
+    if data is not None and (outcome.kind is REJECTED or outcome.kind is EVENT):
+        # kept for the rejects file (an upload, or the parent's repeat check, may still reject
+        # an event): the line as read when it is this record's own, so the record is not
+        # serialised a second time
         body = record.text if record.text is not None else orjson.dumps(data)
     event_json = outcome.event_json
     if event_json is None and outcome.event is not None and outcome.kind is REJECTED:
@@ -172,10 +172,9 @@ class ReaderProcess:
         self.span = span
         self.mappings = mappings  # the child compiles its own copy from the text
         self.window = window
-        # Work goes to the core that has room. In a send the parent is the busy one (HTTP): the
-        # child checks repeats, and an event's record travels with it, since an upload may still
-        # reject it. Otherwise (map, dry runs, validate) the child is the busy one: the parent
-        # checks repeats (``decode``), and only rejections carry their record.
+        # The repeat check runs in the process with room: in a send the parent is the busy one
+        # (HTTP) and the child checks; otherwise (map, dry runs, validate) the child is the busy
+        # one and the parent checks (``decode``).
         self.uploading = uploading
         self.repeats = None if uploading else RepeatCheck()
         self._pid: int | None = None

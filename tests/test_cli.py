@@ -193,6 +193,7 @@ def test_repeated_transaction_ids_counted_or_rejected(run, write, tmp_path, monk
     assert (reject["line"], reject["stage"], reject["code"]) == (
         4, "validate", "conflicting-transaction-id")
     assert f"{path}:1" in reject["reason"]
+    assert reject["record"]["properties"] == {"tokens": 99}  # the record, to replay after a fix
     if command[0] == "map":
         assert [e["transaction_id"] for e in read_jsonl(tmp_path / "e.jsonl")] == [
             "msg-1", "msg-2"]
