@@ -1,6 +1,7 @@
 """Records no trigger can match are skipped without a JSON parse: the byte test is exact (a line
 it skips never matches under the full evaluation), escaped and unicode spellings included."""
 
+import gzip
 import json
 
 from hypothesis import HealthCheck, example, given, settings
@@ -9,7 +10,8 @@ from hypothesis import strategies as st
 from segmetro.events import Window
 from segmetro.mapping import parse_mapping
 from segmetro.pipeline import SKIPPED, UNREAD_TYPE, process
-from segmetro.sources import InputFile, InputSet, read_records
+import segmetro.sources as sources
+from segmetro.sources import ByteCounter, InputFile, InputSet, Position, open_lines, read_records
 from segmetro.timestamps import parse_rfc3339
 
 WINDOW = Window(parse_rfc3339("2026-11-25T00:00:00Z"))
@@ -151,11 +153,6 @@ def test_searching_whole_chunks_reads_what_the_per_line_test_reads(
     """Runs of lines found by searching a chunk whole give the same records, in the same
     places, as testing each line: across chunk ends, over-long lines, CRLF, blank lines,
     envelopes, backslashes, lines that are not objects, and a resume inside a run."""
-    import gzip
-
-    from segmetro.sources import Position
-    import segmetro.sources as sources
-
     text = ("\n".join(POOL[p] for p in picks) + "\n").encode()
     path = tmp_path / ("in.jsonl.gz" if gzipped else "in.jsonl")
     path.write_bytes(gzip.compress(text) if gzipped else text)
@@ -183,8 +180,6 @@ def test_a_long_export_is_searched_in_runs(tmp_path):
             line("track", "Tokens Used", "Home", 0, n) for n in range(6000)]
     path = tmp_path / "in.jsonl"
     path.write_text("\n".join(rows) + "\n")
-    from segmetro.sources import ByteCounter, open_lines
-
     lines, stream = open_lines(InputFile(str(path), None), ByteCounter(),
                                needles=MAPPINGS.needles)
     items = list(lines)
