@@ -112,7 +112,7 @@ def _is_canonical(text: str) -> bool:
     return len(text) == 24 and text[23] == "Z" and text[10] == "T" and text[19] == "."
 
 
-_MINUTES: dict[str, int] = {}  # "YYYY-MM-DDTHH:MM" -> epoch ms of that minute
+_DAYS: dict[str, int] = {}  # "YYYY-MM-DD" -> epoch ms of that day's midnight, as datetime read it
 
 
 def _canonical_fast(text: str) -> tuple[str, int] | None:
@@ -126,16 +126,15 @@ def _canonical_fast(text: str) -> tuple[str, int] | None:
 
 
 def _minute(text: str, moment: datetime) -> int:
-    """Epoch ms of the minute ``text`` starts with (as written, before any offset), cached:
-    records of one export share few minutes."""
-    base = _MINUTES.get(text[:16])
-    if base is None:
-        base = (_days_from_civil(moment.year, moment.month, moment.day) * 1440
-                + moment.hour * 60 + moment.minute) * 60_000
-        if len(_MINUTES) > 100_000:
-            _MINUTES.clear()
-        _MINUTES[text[:16]] = base
-    return base
+    """Epoch ms of the minute ``text`` starts with (as written, before any offset); the day's
+    is cached: records of one export share few days."""
+    day = _DAYS.get(text[:10])
+    if day is None:
+        day = _days_from_civil(moment.year, moment.month, moment.day) * 86_400_000
+        if len(_DAYS) > 100_000:
+            _DAYS.clear()
+        _DAYS[text[:10]] = day
+    return day + moment.hour * 3_600_000 + moment.minute * 60_000
 
 
 def _canonical_regex(text: str) -> tuple[str, int] | None:
@@ -181,20 +180,26 @@ def _rfc3339_fast(text: str) -> tuple[str, int] | None:
     return format_ms(epoch_ms), epoch_ms
 
 
+_HOURS = {f"{hour:02d}": hour * 3_600_000 for hour in range(24)}
+_MINUTES = {f"{minute:02d}": minute * 60_000 for minute in range(60)}
 _SECONDS = {f"{second:02d}": second * 1000 for second in range(60)}
 _MILLIS = {f"{ms:03d}": ms for ms in range(1000)}
 
 
 def _cached(value: str) -> tuple[str, int] | None:
-    """The UTC spellings of a minute already read (``_MINUTES`` holds only minutes datetime's
-    parser accepted, keyed as written): ``…:SS.mmmZ``, ``…:SSZ`` and ``…:SS+00:00``, without a
-    parse. None when the minute is new or the spelling another (the full path decides)."""
-    base = _MINUTES.get(value[:16])
-    if base is None or value[16] != ":":
+    """The UTC spellings of a day already read (``_DAYS`` holds only days datetime's parser
+    accepted, keyed as written): ``…THH:MM:SS.mmmZ``, ``…[T ]HH:MM:SSZ`` and ``…+00:00``,
+    without a parse. None when the day is new or the spelling another (the full path
+    decides)."""
+    day = _DAYS.get(value[:10])
+    if day is None or value[13] != ":" or value[16] != ":" or value[10] not in "T ":
         return None
+    hour = _HOURS.get(value[11:13])
+    minute = _MINUTES.get(value[14:16])
     second = _SECONDS.get(value[17:19])
-    if second is None:
+    if hour is None or minute is None or second is None:
         return None
+    base = day + hour + minute
     size = len(value)
     if size == 24:
         if value[19] == "." and value[23] == "Z" and value[10] == "T":

@@ -75,24 +75,28 @@ def test_the_fast_path_reads_every_spelling_as_the_regex_does():
             assert got is not None and got[1] == expected[1], (text, got, expected)
 
 
-def test_a_minute_read_before_gives_the_same_answer_without_a_parse():
-    """``timestamps._cached`` (the minute already read) against the full path, spelling by
+def test_a_day_read_before_gives_the_same_answer_without_a_parse():
+    """``timestamps._cached`` (the day already read) against the full path, spelling by
     spelling: the same text and epoch, or it steps aside."""
     import random
 
     from segmetro import timestamps
 
     rng = random.Random(11)
+
+    def two(good: range) -> str:
+        return rng.choice([f"{rng.choice(good):02d}", f"{rng.choice(good):02d}",
+                           "24", "60", "6a", "+1", " 1", "1_", "٣1"])
+
     for _ in range(20_000):
-        minute = f"{rng.choice([2024, 2026, 1])}-{rng.randint(1, 12):02d}-" \
-                 f"{rng.randint(1, 28):02d}{rng.choice('TT ')}{rng.randint(0, 23):02d}:" \
-                 f"{rng.randint(0, 59):02d}"
-        second = rng.choice([f"{rng.randint(0, 59):02d}", "60", "6a", "+1", " 1", "1_"])
+        day = f"{rng.choice([2024, 2026, 1])}-{rng.randint(1, 12):02d}-{rng.randint(1, 28):02d}"
+        clock = f"{rng.choice('TT t')}{two(range(24))}{rng.choice('::.')}{two(range(60))}" \
+                f"{rng.choice('::-')}{two(range(60))}"
         tail = rng.choice(["Z", "+00:00", "-00:00", "+05:30", "z",
                            f".{rng.randint(0, 999):03d}Z", ".1Z", f".{rng.randint(0, 99):03d}",
                            ".12_Z", ".+12Z", "Z "])
-        text = f"{minute}:{second}{tail}"
-        timestamps._MINUTES.clear()
+        text = f"{day}{clock}{tail}"
+        timestamps._DAYS.clear()
         full = timestamps.coerce(text)
-        timestamps.coerce(f"{minute}:00Z")  # the minute is now known
+        timestamps.coerce(f"{day}T00:00:00Z")  # the day is now known
         assert timestamps.coerce(text) == full, text
