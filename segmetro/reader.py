@@ -7,11 +7,11 @@ durable (the tally, the rejects file, the checkpoint ledger, the upload) and onl
 
 Events travel as the JSON the child made of them (for the repeat check), so the parent writes
 or POSTs those bytes as they are (``orjson.Fragment``) and never rebuilds the dict. The repeat
-check runs in whichever process has room (see ``ReaderProcess.uploading``).
+check runs in whichever process has room (see ``ReaderProcess.repeats``).
 
 Wire format: frames of a 4-byte length and a pickled message, one of
 ``("outcomes", [tuple, ...], bytes_read)``, ``("file_done", name)``, ``("end", bytes_read)`` and
-``("error", exit_status, message)``. An outcome is a flat tuple (``_encode``/``decode``): pickling
+``("error", exit_status, message, file_number)`` (the input it was reading). An outcome is a flat tuple (``_encode``/``decode``): pickling
 a dataclass a record would cost more than the rest of the parent's work on it. A record's JSON
 travels as bytes and reaches the rejects file as an ``orjson.Fragment``, never parsed twice.
 
@@ -25,6 +25,8 @@ from __future__ import annotations
 
 import asyncio
 import fcntl
+import heapq
+import operator
 import os
 import pickle
 import signal
@@ -39,19 +41,21 @@ from segmetro.events import Window
 from segmetro.mapping import MappingSet, parse_mapping
 from segmetro.pipeline import (DUPLICATE, EVENT, OUTSIDE, REJECTED, SKIPPED, UNREAD_TYPE, Outcome,
                                RepeatCheck, Span, process)
-from segmetro.sources import (UNREAD, ByteCounter, InputSet, SegmentRecord, is_object,
-                              read_records)
+from segmetro.sources import (UNREAD, ByteCounter, InputSet, Lane, SegmentRecord, is_object,
+                              lanes_can_share, read_records)
 from segmetro.stores import FedObjects, feed_objects
 from segmetro.status import ExitStatus, InternalError, SegmetroError, failure
 
 CHUNK = 512  # outcomes a frame
+LANES = 2  # reader processes sharing a map, dry run or validate (see ``sources.Lane``)
+_AFTER_LINES = float("inf")
 _HEADER = struct.Struct("<I")
 _KINDS = (EVENT, SKIPPED, REJECTED, DUPLICATE, OUTSIDE)
 _UNREAD_RUN = 9  # an entry standing for a run of unread lines
 _KIND_NUMBER = {kind: number for number, kind in enumerate(_KINDS)}
 
 
-def _encode(outcome: Outcome, uploading: bool = True) -> tuple:
+def _encode(outcome: Outcome, child_checks: bool = True) -> tuple:
     record = outcome.record
     data = record.data
     body = None
@@ -64,7 +68,7 @@ def _encode(outcome: Outcome, uploading: bool = True) -> tuple:
     if event_json is None and outcome.event is not None and outcome.kind is REJECTED:
         event_json = orjson.dumps(outcome.event)
     transaction_id = None
-    if not uploading and outcome.kind is EVENT:  # the parent checks repeats
+    if not child_checks and outcome.kind is EVENT:  # for the parent's repeat check
         transaction_id = outcome.event["transaction_id"]
     return (_KIND_NUMBER[outcome.kind], record.file, record.line, record.seq, record.line_seq,
             record.last_on_line, outcome.final, event_json, outcome.event_type,
@@ -89,9 +93,10 @@ def use_reader_process() -> bool:
     return hasattr(os, "fork") and (os.cpu_count() or 1) > 1
 
 
-def _child(fd: int, job: "ReaderProcess", feed_fd: int | None) -> None:
-    """The reader process: every outcome of ``job``, in order, to the pipe. Never returns.
-    Objects in stores come from the parent over ``feed_fd`` (see ``stores.feed_objects``)."""
+def _child(fd: int, job: "ReaderProcess", feed_fd: int | None, lane: Lane | None) -> None:
+    """The reader process: every outcome of ``job`` (of ``lane``'s part), in order, to the pipe.
+    Never returns. Objects in stores come from the parent over ``feed_fd`` (see
+    ``stores.feed_objects``)."""
     signal.set_wakeup_fd(-1)  # the parent's event loop is not ours
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent decides when to stop
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
@@ -129,10 +134,10 @@ def _child(fd: int, job: "ReaderProcess", feed_fd: int | None) -> None:
     try:
         mappings = parse_mapping(job.mappings.text, job.mappings.source)
         fetcher = FedObjects(feed_fd) if feed_fd is not None else None
-        records = read_records(job.inputs, counters, file_done, mappings.needles, fetcher)
-        uploading = job.uploading
+        records = read_records(job.inputs, counters, file_done, mappings.needles, fetcher, lane)
+        child_checks = job.repeats is None  # the repeat check, here or in the parent
         for outcome in process(records, mappings, job.window, job.span,
-                               check_repeats=uploading):
+                               check_repeats=child_checks):
             if outcome.record.data is UNREAD:  # sent as one entry per run, not one per line
                 if unread[0] and outcome.record.file is not unread[1].file:
                     flush_unread()
@@ -142,7 +147,7 @@ def _child(fd: int, job: "ReaderProcess", feed_fd: int | None) -> None:
                     send_chunk()
                 continue
             flush_unread()
-            chunk.append(_encode(outcome, uploading))
+            chunk.append(_encode(outcome, child_checks))
             if len(chunk) >= CHUNK and outcome.final:  # a record's outcomes stay together
                 send_chunk()
         send_chunk()
@@ -155,7 +160,7 @@ def _child(fd: int, job: "ReaderProcess", feed_fd: int | None) -> None:
         if os.environ.get("SEGMETRO_DEBUG"):
             message += "\n" + traceback.format_exc()
         try:
-            send(("error", int(status), message))
+            send(("error", int(status), message, max(len(counters) - 1, 0)))
             out.flush()
         except OSError:
             pass
@@ -175,11 +180,16 @@ class ReaderProcess:
         # The repeat check runs in the process with room: in a send the parent is the busy one
         # (HTTP) and the child checks; otherwise (map, dry runs, validate) the child is the busy
         # one and the parent checks (``decode``).
-        self.uploading = uploading
         self.repeats = None if uploading else RepeatCheck()
-        self._pid: int | None = None
+        # Map, dry runs and validate over local files read in two lanes (``sources.Lane``),
+        # merged here in file and line order: the reading and mapping is most of their work.
+        # A send keeps one reader: its parent is the busy process.
+        self.lanes = 1 if uploading or os.environ.get("SEGMETRO_READER_LANES") == "1" or \
+            not lanes_can_share(inputs) else LANES
+        self._pids: list[int] = []
 
-    def start(self) -> int:
+    def start(self, lane: Lane | None = None) -> int:
+        """Fork a reader (of ``lane``'s part); the read end of its pipe."""
         read_fd, write_fd = _pipe()
         feed = _pipe() if any(is_object(source) for source in self.inputs.files) else None
         pid = os.fork()
@@ -187,10 +197,10 @@ class ReaderProcess:
             try:
                 if feed is not None:
                     os.close(feed[1])
-                _child(write_fd, self, feed[0] if feed is not None else None)
+                _child(write_fd, self, feed[0] if feed is not None else None, lane)
             finally:
                 os._exit(1)
-        self._pid = pid
+        self._pids.append(pid)
         os.close(write_fd)
         if feed is not None:  # the parent fetches: the reader's core is busy parsing
             os.close(feed[0])
@@ -224,23 +234,90 @@ class ReaderProcess:
             await asyncio.gather(task, return_exceptions=True)
 
     def messages_sync(self) -> Iterator[tuple]:
-        """Each message the child sends, read by blocking (runs with no event loop: dry runs,
-        ``map``, ``validate``); the child is ended when the consumer stops early."""
-        pipe = os.fdopen(self.start(), "rb", buffering=1 << 20)
+        """Each message the child sends (the lanes' merged), read by blocking (runs with no
+        event loop: dry runs, ``map``, ``validate``); the children are ended when the consumer
+        stops early."""
         try:
+            if self.lanes == 1:
+                yield from map(_checked, self._frames(self.start(), self._pids[-1]))
+            else:
+                lanes = []
+                for index in range(self.lanes):
+                    read_fd = self.start(Lane(index, self.lanes, self.inputs.max_line_bytes))
+                    lanes.append(self._frames(read_fd, self._pids[-1]))
+                yield from self._merged(lanes)
+        finally:
+            self.stop()
+
+    def _frames(self, read_fd: int, pid: int) -> Iterator[tuple]:
+        """The messages of the child ``pid`` that writes to ``read_fd``, up to its last (an
+        ``end`` or an ``error``)."""
+        with os.fdopen(read_fd, "rb", buffering=1 << 20) as pipe:
             while True:
                 header = pipe.read(_HEADER.size)
                 body = pipe.read(_HEADER.unpack(header)[0]) if len(header) == _HEADER.size \
                     else b""
                 if not body:
-                    raise InternalError(self._ended_early())
-                message = _checked(pickle.loads(body))
+                    raise InternalError(self._ended_early(pid))
+                message = pickle.loads(body)
                 yield message
-                if message[0] == "end":
+                if message[0] in ("end", "error"):
                     return
-        finally:
-            pipe.close()
-            self.stop()
+
+    def _merged(self, lanes: list[Iterator[tuple]]) -> Iterator[tuple]:
+        """The lanes' messages as one reader's: outcomes in file and line order (each lane
+        numbers lines and records as the whole file does), a file done when every lane is. A
+        lane's failure is raised in its place: after what the other lanes read before the
+        input it failed in."""
+        order = {source.name: number for number, source in enumerate(self.inputs.files)}
+        last = (len(order), 0)
+        read = [0] * len(lanes)  # bytes each lane has read (each reads every byte)
+
+        def keyed(index: int, messages: Iterator[tuple]) -> Iterator[tuple]:
+            key = (0, 0)
+            for message in messages:
+                if message[0] == "outcomes":
+                    read[index] = message[2]
+                    for entry in message[1]:
+                        if entry[0] == _UNREAD_RUN:
+                            key = (order[entry[2]], entry[3])
+                        else:
+                            key = (order[entry[1]], entry[2])
+                        yield key, entry
+                elif message[0] == "file_done":
+                    key = (order[message[1]], _AFTER_LINES)
+                    yield key, message
+                elif message[0] == "error":
+                    yield max(key, (message[3], 0)), message
+                else:  # "end"
+                    yield last, message
+
+        chunk: list = []
+        lanes_done: dict[str, int] = {}
+        for _, item in heapq.merge(*(keyed(index, messages)
+                                     for index, messages in enumerate(lanes)),
+                                   key=operator.itemgetter(0)):
+            kind = item[0]
+            if kind.__class__ is str:
+                if kind == "error":
+                    if chunk:
+                        yield ("outcomes", chunk, max(read))
+                    _checked(item)
+                if kind == "file_done":
+                    lanes_done[item[1]] = lanes_done.get(item[1], 0) + 1
+                    if lanes_done[item[1]] == len(lanes):
+                        if chunk:
+                            yield ("outcomes", chunk, max(read))
+                            chunk = []
+                        yield item
+                continue  # "end": the merge ends after every lane's
+            chunk.append(item)
+            if len(chunk) >= CHUNK and (kind == _UNREAD_RUN or item[6]):  # a record whole
+                yield ("outcomes", chunk, max(read))
+                chunk = []
+        if chunk:
+            yield ("outcomes", chunk, max(read))
+        yield ("end", max(read))
 
     async def _read(self) -> AsyncIterator[tuple]:
         """Each message the child sends, read without blocking the event loop."""
@@ -255,7 +332,7 @@ class ReaderProcess:
                     header = await reader.readexactly(_HEADER.size)
                     message = pickle.loads(await reader.readexactly(_HEADER.unpack(header)[0]))
                 except asyncio.IncompleteReadError:
-                    raise InternalError(self._ended_early()) from None
+                    raise InternalError(self._ended_early(self._pids[-1])) from None
                 yield _checked(message)
                 if message[0] == "end":
                     return
@@ -263,11 +340,11 @@ class ReaderProcess:
             transport.close()
             self.stop()
 
-    def _ended_early(self) -> str:
-        """Why the child's stream ended before its last message, from its exit status."""
-        pid, self._pid = self._pid, None
+    def _ended_early(self, pid: int) -> str:
+        """Why a child's stream ended before its last message, from its exit status."""
         how = "ended"
-        if pid is not None:
+        if pid in self._pids:
+            self._pids.remove(pid)
             _, status = os.waitpid(pid, 0)
             if os.WIFSIGNALED(status):
                 how = f"was killed by {signal.Signals(os.WTERMSIG(status)).name}"
@@ -277,15 +354,15 @@ class ReaderProcess:
                 "what was acknowledged is in the checkpoint")
 
     def stop(self) -> None:
-        """End the child (it may still be reading when the parent stops early) and reap it."""
-        if self._pid is None:
-            return
-        try:
-            os.kill(self._pid, signal.SIGTERM)
-        except ProcessLookupError:
-            pass
-        os.waitpid(self._pid, 0)
-        self._pid = None
+        """End the children (they may still be reading when the parent stops early) and reap
+        them."""
+        for pid in self._pids:
+            try:
+                os.kill(pid, signal.SIGTERM)
+            except ProcessLookupError:
+                pass
+            os.waitpid(pid, 0)
+        self._pids = []
 
 
 def _checked(message: tuple) -> tuple:

@@ -482,6 +482,9 @@ def _lines(chunks: Iterator[bytes], max_bytes: int, needles: tuple[bytes, ...] |
     pending = _Pending(max_bytes)
     split_for = 0  # chunks to split line by line before searching whole again
     for chunk in chunks:
+        if chunk.__class__ is Foreign:  # another lane's whole lines: nothing is pending
+            yield chunk
+            continue
         if needles is not None and not split_for and len(chunk) <= max_bytes:
             first = chunk.find(b"\n")
             if first < 0:
@@ -559,13 +562,124 @@ def _scan(chunk: bytes, pos: int, stop: int, needles: tuple[bytes, ...]
     return in_runs >= 4 * one_by_one
 
 
+@dataclass(slots=True)
+class Foreign:
+    """Whole lines another lane reads (see ``Lane``): ``read_file`` only counts them."""
+
+    lines: int
+    records: int
+
+
+def _records_in(line: bytes | TooLong, max_bytes: int) -> int:
+    """How many records ``read_file`` makes of one line of a file that is no rejects file (an
+    envelope makes one an item), parsing only a line that could be an envelope."""
+    if line.__class__ is TooLong or len(line) > max_bytes:
+        return 1
+    if line[:3] == BOM:
+        line = line[3:]
+    if b"[" in line and (b'"batch"' in line or b"\\" in line):
+        try:
+            data = orjson.loads(line)
+        except orjson.JSONDecodeError:
+            return 1 if line.strip() else 0
+        if data.__class__ is dict:
+            batch = data.get("batch")
+            if batch.__class__ is list:
+                return len(batch)
+        return 1
+    return 1 if line.strip() else 0
+
+
+LANE_SEGMENT = 256 << 10  # bytes of decompressed input a lane reads before the other's turn
+
+
+class Lane:
+    """The part of the input one of ``count`` reader processes reads (``reader``: map, dry runs
+    and validate over local files). Each file's decompressed bytes are cut into segments of
+    ``size`` bytes, numbered on across files; lane ``index`` reads the segments whose number
+    modulo ``count`` is ``index``, a line belonging to the segment its first byte is in. Of the
+    other segments it only counts lines and records, so its line numbers and record numbers
+    (``seq``) are the file's own and the parent merges the lanes by file and line."""
+
+    def __init__(self, index: int, count: int, max_bytes: int, size: int | None = None):
+        self.index, self.count, self.size = index, count, size or LANE_SEGMENT
+        self.max_bytes = max_bytes
+        self.base = 0  # segments in the files before this one
+
+    def cut(self, chunks: Iterator[bytes]) -> Iterator[bytes | Foreign]:
+        """This lane's bytes as they come, the other lanes' lines as ``Foreign`` counts. The
+        cuts are at line starts, so no line is split between lanes."""
+        size, count, index = self.size, self.count, self.index
+        other = _Pending(self.max_bytes)  # a line of another lane's, across chunks (one left
+        # at the end, without a line end, is not counted: nothing of this lane's follows it)
+        offset = segment = 0
+        own = self.base % count == index
+        cut_from = size - 1  # a line end at or after this offset ends the segment's lines
+        try:
+            for chunk in chunks:
+                pos, end = 0, len(chunk)
+                while offset + end > cut_from:
+                    stop = chunk.find(b"\n", max(pos, cut_from - offset))
+                    if stop < 0:
+                        break
+                    piece = chunk[pos:stop + 1]
+                    if own:
+                        yield piece
+                    else:
+                        yield self._counted(piece, other, self.max_bytes)
+                    pos = stop + 1
+                    segment = (offset + pos) // size
+                    own = (self.base + segment) % count == index
+                    cut_from = (segment + 1) * size - 1
+                if pos < end:
+                    piece = chunk[pos:] if pos else chunk
+                    if own:
+                        yield piece
+                    else:
+                        counted = self._counted(piece, other, self.max_bytes)
+                        if counted.lines:
+                            yield counted
+                offset += end
+        except TruncatedGzip:
+            if own:  # the line cut short is this lane's: it reports the broken file
+                raise
+            return
+        finally:
+            self.base += segment + 1
+
+    @staticmethod
+    def _counted(piece: bytes, other: _Pending, max_bytes: int) -> Foreign:
+        """The lines ``piece`` ends, and their records; a line it begins waits in ``other``."""
+        first = piece.find(b"\n")
+        if first < 0:
+            other.add(piece)
+            return Foreign(0, 0)
+        records = _records_in(other.end(piece[:first]), max_bytes)
+        stop = piece.rfind(b"\n") + 1
+        lines = 1
+        if stop > first + 1:
+            body = piece[first + 1:stop - 1]
+            pieces = body.split(b"\n")
+            lines += len(pieces)
+            try:
+                plain = b"[" not in body and set(map(_FIRST_BYTE, pieces)) == _OPEN
+            except IndexError:  # an empty line
+                plain = False
+            records += len(pieces) if plain else \
+                sum(_records_in(line, max_bytes) for line in pieces)
+        if stop < len(piece):
+            other.add(piece[stop:])
+        return Foreign(lines, records)
+
+
 def open_lines(source: InputFile, counter: ByteCounter,
                max_line_bytes: int = DEFAULT_MAX_LINE_BYTES, fetcher=None,
-               needles: tuple[bytes, ...] | None = None
-               ) -> tuple[Iterator[bytes | TooLong | int], BinaryIO]:
+               needles: tuple[bytes, ...] | None = None, lane: Lane | None = None
+               ) -> tuple[Iterator[bytes | TooLong | int | Foreign], BinaryIO]:
     """The decompressed lines of one input, and the stream to close afterwards. An object in a
     store comes from ``fetcher`` (a ``stores.Prefetcher``); with ``needles``, runs of lines the
-    byte test skips may come as their number (see ``_lines``)."""
+    byte test skips may come as their number (see ``_lines``); with ``lane``, other lanes' lines
+    come as ``Foreign`` counts."""
     try:
         if is_object(source):
             stream = (fetcher or Prefetcher(())).open(source)
@@ -580,7 +694,9 @@ def open_lines(source: InputFile, counter: ByteCounter,
         first += next(chunks, b"")
     rest = itertools.chain((first,), chunks) if first else chunks
     if first[:2] == GZIP_MAGIC:
-        return _lines(_gunzip(rest), max_line_bytes, needles), stream
+        rest = _gunzip(rest)
+    if lane is not None:
+        rest = lane.cut(rest)
     return _lines(rest, max_line_bytes, needles), stream
 
 
@@ -640,18 +756,21 @@ def _replayed(entry: dict, name: str, line_no: int, seq: int, loads) -> SegmentR
 
 def read_file(source: InputFile, counter_sink: list | None = None,
               max_line_bytes: int = DEFAULT_MAX_LINE_BYTES,
-              needles: tuple[bytes, ...] | None = None, fetcher=None) -> Iterator[SegmentRecord]:
-    """Records of one input, in order. ``counter_sink`` receives the file's ByteCounter."""
+              needles: tuple[bytes, ...] | None = None, fetcher=None,
+              lane: Lane | None = None) -> Iterator[SegmentRecord]:
+    """Records of one input, in order. ``counter_sink`` receives the file's ByteCounter. With
+    ``lane``, only that lane's records (the file is known to be no rejects file)."""
     name = source.name
     counter = ByteCounter()
     if counter_sink is not None:
         counter_sink.append(counter)
-    lines, stream = open_lines(source, counter, max_line_bytes, fetcher, needles)
+    lines, stream = open_lines(source, counter, max_line_bytes, fetcher, needles, lane)
     loads = orjson.loads
     start = source.start or Position()
     line_no = 0
     seq = start.line_seq
-    replay = None  # a rejects file is read for the original records it holds
+    # a rejects file is read for the original records it holds (its first object says so)
+    replay = False if lane is not None else None
     try:
         while line_no < start.line - 1:  # settled in an earlier run: skip unparsed
             line = next(lines, None)
@@ -680,6 +799,13 @@ def read_file(source: InputFile, counter_sink: list | None = None,
                 line_no += line
                 unread += line
                 seq += line
+                continue
+            if line.__class__ is Foreign:  # another lane's lines
+                if unread:  # a run ends where another lane's lines start
+                    yield SegmentRecord(name, line_no, seq - 1, UNREAD, repeat=unread)
+                    unread = 0
+                line_no += line.lines
+                seq += line.records
                 continue
             line_no += 1
             if needles is not None and line.__class__ is bytes and line[:1] == b"{":
@@ -746,14 +872,42 @@ def read_file(source: InputFile, counter_sink: list | None = None,
             stream.close()
 
 
+def lanes_can_share(inputs: InputSet) -> bool:
+    """Whether reader lanes (``Lane``) can share these inputs: local files, read from the top,
+    each one's first line a record (so none is a rejects file, which lanes could not tell)."""
+    if inputs.limit is not None or len(inputs.files) > 1000:
+        return False
+    names = set()
+    for source in inputs.files:
+        if source.path == STDIN or is_object(source) or source.start is not None or \
+                source.name in names:
+            return False
+        names.add(source.name)
+        try:
+            lines, stream = open_lines(source, ByteCounter(), inputs.max_line_bytes)
+            try:
+                line = next(lines, b"{}")
+            finally:
+                stream.close()
+            if line.__class__ is not bytes:
+                return False
+            data = orjson.loads(line[3:] if line[:3] == BOM else line)
+        except (OSError, TruncatedGzip, orjson.JSONDecodeError):
+            return False
+        if data.__class__ is not dict or REJECT_KEYS <= data.keys():
+            return False
+    return True
+
+
 def read_records(inputs: InputSet, counters: list | None = None,
                  on_file_done: Callable[[str], None] | None = None,
-                 needles: tuple[bytes, ...] | None = None, fetcher=None
-                 ) -> Iterator[SegmentRecord]:
+                 needles: tuple[bytes, ...] | None = None, fetcher=None,
+                 lane: Lane | None = None) -> Iterator[SegmentRecord]:
     """Every input's records in order; with ``inputs.limit``, only the first N of them (a file
     cut short is not reported done, so a checkpoint resumes it). With ``needles``, lines that
     hold none of them are not parsed (``UNREAD``). Objects in stores come from ``fetcher``
-    (by default a ``stores.Prefetcher`` of this process)."""
+    (by default a ``stores.Prefetcher`` of this process). With ``lane``, only its records (see
+    ``Lane``)."""
     remaining = inputs.limit
     if remaining is not None:
         needles = None  # a trial of N records counts each line: no runs of unread lines
@@ -761,7 +915,7 @@ def read_records(inputs: InputSet, counters: list | None = None,
         fetcher = Prefetcher(inputs.files)
     try:
         for source in inputs.files:
-            records = read_file(source, counters, inputs.max_line_bytes, needles, fetcher)
+            records = read_file(source, counters, inputs.max_line_bytes, needles, fetcher, lane)
             if remaining is None:
                 yield from records
             else:

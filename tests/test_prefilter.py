@@ -187,3 +187,45 @@ def test_a_long_export_is_searched_in_runs(tmp_path):
     runs = [item for item in items if isinstance(item, int)]
     assert sum(runs) + len(items) - len(runs) == 6000
     assert len(items) < 6000 // 10  # the lines between two needles come as one number
+
+
+def reader_entries(inputs, lanes, monkeypatch):
+    """Every outcome a reader process (or two lanes of them) sends, in order."""
+    from segmetro.reader import ReaderProcess
+
+    monkeypatch.setenv("SEGMETRO_READER_LANES", str(lanes))
+    reader = ReaderProcess(inputs, MAPPINGS, WINDOW, uploading=False)
+    assert reader.lanes == lanes
+    entries, unread, done = [], {}, []
+    for message in reader.messages_sync():
+        if message[0] == "file_done":
+            done.append(message[1])
+        elif message[0] == "outcomes":
+            for entry in message[1]:
+                if entry[0] == 9:  # a run of unread lines: lanes may cut runs elsewhere
+                    unread[entry[2]] = unread.get(entry[2], 0) + entry[1]
+                else:
+                    entries.append(entry)
+    return entries, unread, done
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[
+    HealthCheck.function_scoped_fixture])
+@given(st.lists(st.lists(st.sampled_from([0, 0] + list(range(len(POOL)))), max_size=80),
+                min_size=1, max_size=3),
+       st.integers(64, 2048), st.booleans(), st.booleans())
+@example(files=[[0] * 40 + [6, 7, 13, 1, 0, 0] * 5], segment=512, gzipped=False, ended=True)
+@example(files=[[0] * 12 + [13]], segment=256, gzipped=True, ended=False)
+def test_two_lanes_read_what_one_reader_reads(tmp_path, monkeypatch, files, segment, gzipped,
+                                              ended):
+    """Two reader lanes, merged, give the outcomes of one reader: the same records with the same
+    file, line and record numbers, in the same order, whatever falls on a segment's edge."""
+    paths = []
+    for number, picks in enumerate(files):
+        text = ("\n".join(POOL[p] for p in [0] + picks) + ("\n" if ended else "")).encode()
+        path = tmp_path / (f"{number}.jsonl" + (".gz" if gzipped else ""))
+        path.write_bytes(gzip.compress(text) if gzipped else text)
+        paths.append(InputFile(str(path), path.stat().st_size))
+    monkeypatch.setattr(sources, "LANE_SEGMENT", segment)
+    inputs = InputSet(paths, max_line_bytes=200)
+    assert reader_entries(inputs, 2, monkeypatch) == reader_entries(inputs, 1, monkeypatch)

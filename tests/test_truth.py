@@ -1,5 +1,6 @@
 """Every exit status, summary line and checkpoint is true (the reproductions of issue 10)."""
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -56,7 +57,8 @@ def test_an_input_that_vanishes_mid_run_exits_70(run, write, monkeypatch):
     def read_then_remove(source, *args):
         yield from real(source, *args)
         if source.path == first:
-            os.remove(second)
+            with contextlib.suppress(FileNotFoundError):  # each reader lane gets here
+                os.remove(second)
 
     monkeypatch.setattr(sources, "read_file", read_then_remove)
     result = run("send", first, second, "--dry-run", *NOW, "--json")
