@@ -16,7 +16,7 @@ from typing import Callable, Iterable, Iterator
 
 import orjson
 
-from segmetro.dedupe import SeenIds
+from segmetro.dedupe import MAX_LOAD, SMALL, SeenIds
 from segmetro.events import Window, check_mapped
 from segmetro.mapping import MappingSet
 from segmetro.sources import UNREAD, SegmentRecord
@@ -85,8 +85,9 @@ class RepeatCheck:
     """The run-wide repeat check by transaction_id: a valid event whose id the run already
     produced is a ``DUPLICATE`` (the same bytes) or a ``validate`` rejection (another event)."""
 
-    def __init__(self) -> None:
-        self.seen = SeenIds()
+    def __init__(self, expected: int = 0) -> None:
+        # sized for the ids expected, up to the size below which the table doubles as it grows
+        self.seen = SeenIds(max(1021, min(int(expected / MAX_LOAD), SMALL)))
         self._file: str | None = None
         self._base = 0  # the file's run-wide number for file:line
 

@@ -24,9 +24,8 @@ terminates the child.
 from __future__ import annotations
 
 import asyncio
+import bisect
 import fcntl
-import heapq
-import operator
 import os
 import pickle
 import signal
@@ -180,7 +179,9 @@ class ReaderProcess:
         # The repeat check runs in the process with room: in a send the parent is the busy one
         # (HTTP) and the child checks; otherwise (map, dry runs, validate) the child is the busy
         # one and the parent checks (``decode``).
-        self.repeats = None if uploading else RepeatCheck()
+        # (an export's records take a few hundred bytes each, gzip a tenth of that)
+        self.repeats = None if uploading else RepeatCheck(
+            sum(source.size or 0 for source in inputs.files) // 256)
         # Map, dry runs and validate over local files read in two lanes (``sources.Lane``),
         # merged here in file and line order: the reading and mapping is most of their work.
         # A send keeps one reader: its parent is the busy process.
@@ -268,52 +269,67 @@ class ReaderProcess:
         """The lanes' messages as one reader's: outcomes in file and line order (each lane
         numbers lines and records as the whole file does), a file done when every lane is. A
         lane's failure is raised in its place: after what the other lanes read before the
-        input it failed in."""
+        input it failed in. A lane's outcomes come in runs (a segment's), so they are merged a
+        run at a time (``bisect``), not one by one."""
         order = {source.name: number for number, source in enumerate(self.inputs.files)}
-        last = (len(order), 0)
         read = [0] * len(lanes)  # bytes each lane has read (each reads every byte)
 
-        def keyed(index: int, messages: Iterator[tuple]) -> Iterator[tuple]:
+        def keyed(index: int, messages: Iterator[tuple]) -> Iterator[tuple[list, list]]:
+            """A lane's messages as (keys, items): a frame's outcomes, or one message."""
             key = (0, 0)
             for message in messages:
                 if message[0] == "outcomes":
                     read[index] = message[2]
-                    for entry in message[1]:
-                        if entry[0] == _UNREAD_RUN:
-                            key = (order[entry[2]], entry[3])
-                        else:
-                            key = (order[entry[1]], entry[2])
-                        yield key, entry
+                    entries = message[1]
+                    keys = [(order[e[2]], e[3]) if e[0] == _UNREAD_RUN else (order[e[1]], e[2])
+                            for e in entries]
+                    if keys:
+                        key = keys[-1]
+                        yield keys, entries
                 elif message[0] == "file_done":
                     key = (order[message[1]], _AFTER_LINES)
-                    yield key, message
+                    yield [key], [message]
                 elif message[0] == "error":
-                    yield max(key, (message[3], 0)), message
+                    yield [max(key, (message[3], 0))], [message]
                 else:  # "end"
-                    yield last, message
+                    yield [(len(order), 0)], [message]
 
+        streams = [keyed(index, messages) for index, messages in enumerate(lanes)]
+        heads = [next(stream, None) for stream in streams]  # (keys, items), None: ended
+        at = [0] * len(streams)
         chunk: list = []
         lanes_done: dict[str, int] = {}
-        for _, item in heapq.merge(*(keyed(index, messages)
-                                     for index, messages in enumerate(lanes)),
-                                   key=operator.itemgetter(0)):
-            kind = item[0]
-            if kind.__class__ is str:
-                if kind == "error":
+        while True:
+            live = [(heads[index][0][at[index]], index) for index in range(len(streams))
+                    if heads[index] is not None]
+            if not live:
+                break
+            live.sort()
+            index = live[0][1]
+            keys, items = heads[index]
+            stop = bisect.bisect_right(keys, live[1][0], at[index]) if len(live) > 1 \
+                else len(keys)
+            for item in items[at[index]:stop]:
+                kind = item[0]
+                if kind.__class__ is not str:
+                    chunk.append(item)
+                elif kind == "error":
                     if chunk:
                         yield ("outcomes", chunk, max(read))
                     _checked(item)
-                if kind == "file_done":
+                elif kind == "file_done":
                     lanes_done[item[1]] = lanes_done.get(item[1], 0) + 1
-                    if lanes_done[item[1]] == len(lanes):
+                    if lanes_done[item[1]] == len(streams):
                         if chunk:
                             yield ("outcomes", chunk, max(read))
                             chunk = []
                         yield item
-                continue  # "end": the merge ends after every lane's
-            chunk.append(item)
-            if len(chunk) >= CHUNK and (kind == _UNREAD_RUN or item[6]):  # a record whole
-                yield ("outcomes", chunk, max(read))
+                # "end": the merge ends after every lane's
+            at[index] = stop
+            if stop == len(keys):
+                heads[index], at[index] = next(streams[index], None), 0
+            if len(chunk) >= CHUNK and (chunk[-1][0] == _UNREAD_RUN or chunk[-1][6]):
+                yield ("outcomes", chunk, max(read))  # a record's outcomes stay together
                 chunk = []
         if chunk:
             yield ("outcomes", chunk, max(read))
