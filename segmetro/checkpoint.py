@@ -30,7 +30,7 @@ import time
 from collections import deque
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
-from typing import TYPE_CHECKING, Iterator
+from typing import TYPE_CHECKING, Iterable, Iterator
 
 import orjson
 
@@ -382,12 +382,18 @@ class Ledger:
             if not entry.unsettled:
                 self._advance(record.file, journal=False)
 
-    def settle(self, outcome: Outcome) -> None:
-        """An event acknowledged by Metronome, or rejected by it and written to the rejects."""
-        entry = self._entries[id(outcome.record)]
-        entry.unsettled -= 1
-        if not entry.unsettled and entry.complete:
-            self._advance(outcome.record.file, journal=True)
+    def settle(self, outcomes: Iterable[Outcome]) -> None:
+        """Events acknowledged by Metronome (a batch), or one it rejected, written to the
+        rejects. Each file they advance is journaled once, when the whole batch is counted."""
+        advanced: dict[str, None] = {}
+        entries = self._entries
+        for outcome in outcomes:
+            entry = entries[id(outcome.record)]
+            entry.unsettled -= 1
+            if not entry.unsettled and entry.complete:
+                advanced[outcome.record.file] = None
+        for name in advanced:
+            self._advance(name, journal=True)
 
     def file_read(self, name: str) -> None:
         """Reading reached the end of ``name``: it is done once its last record settles."""

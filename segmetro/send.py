@@ -135,14 +135,13 @@ def run_upload(flow: Flow, settings: UploadSettings, tick: Tick | None = None,
 
     def on_sent(outcomes: list[Outcome]) -> None:
         if ledger is not None:
-            for outcome in outcomes:
-                ledger.settle(outcome)
+            ledger.settle(outcomes)
 
     def on_rejected(outcome: Outcome, code: str, reason: str) -> None:
         tally.reject(outcome, "api", code, reason)
         flow.rejects.write(outcome, "api", code, reason)
         if ledger is not None:
-            ledger.settle(outcome)
+            ledger.settle((outcome,))
 
     async def main() -> None:
         bucket = budget() if budget is not None else None

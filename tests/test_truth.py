@@ -231,7 +231,7 @@ def test_the_ledger_remembers_events_in_flight_not_records_read(tmp_path):
     for n in range(1, 600_001):
         ledger.add(Outcome(SKIPPED, SegmentRecord("f", n + 1, n, {}), code="identify"))
     assert len(ledger._entries) == 1 and len(ledger._pending["f"]) == 1
-    ledger.settle(event)
+    ledger.settle([event])
     assert state.files["fp"].position.line == 600_002 and not ledger._entries
 
 
