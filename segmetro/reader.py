@@ -11,9 +11,14 @@ check runs in whichever process has room (see ``ReaderProcess.repeats``).
 
 Wire format: frames of a 4-byte length and a pickled message, one of
 ``("outcomes", [tuple, ...], bytes_read)``, ``("file_done", name)``, ``("end", bytes_read)`` and
-``("error", exit_status, message, file_number)`` (the input it was reading). An outcome is a flat tuple (``_encode``/``decode``): pickling
-a dataclass a record would cost more than the rest of the parent's work on it. A record's JSON
-travels as bytes and reaches the rejects file as an ``orjson.Fragment``, never parsed twice.
+``("error", exit_status, message, file_number)`` (the input it was reading). An outcome is a
+flat tuple (``_encode``/``decode``): pickling a dataclass a record would cost more than the rest
+of the parent's work on it. A record's JSON travels as bytes and reaches the rejects file as an
+``orjson.Fragment``, never parsed twice.
+
+Map, dry runs and validate over local files fork two readers (lanes, ``sources.Lane``), each
+reading every other segment of the input; ``ReaderProcess._merged`` puts their outcomes back in
+input order, so the parent sees what one reader would have sent.
 
 The child is a bare ``os.fork`` that closes every descriptor but the pipe's write end: it must not
 keep the run lock, sockets or the pipe's read end alive. So when the parent dies (even by
@@ -177,9 +182,9 @@ class ReaderProcess:
         self.mappings = mappings  # the child compiles its own copy from the text
         self.window = window
         # The repeat check runs in the process with room: in a send the parent is the busy one
-        # (HTTP) and the child checks; otherwise (map, dry runs, validate) the child is the busy
-        # one and the parent checks (``decode``).
-        # (an export's records take a few hundred bytes each, gzip a tenth of that)
+        # (HTTP) and the child checks; otherwise (map, dry runs, validate) the children are the
+        # busy ones and the parent checks (``decode``), its table sized for the inputs (an
+        # export's record takes a few hundred bytes, gzipped a tenth of that).
         self.repeats = None if uploading else RepeatCheck(
             sum(source.size or 0 for source in inputs.files) // 256)
         # Map, dry runs and validate over local files read in two lanes (``sources.Lane``),
