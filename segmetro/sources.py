@@ -393,11 +393,18 @@ class TruncatedGzip(Exception):
     """The gzip stream ended early or holds something that is not gzip."""
 
 
-def _raw_chunks(stream: BinaryIO, counter: ByteCounter) -> Iterator[bytes]:
+def _raw_chunks(stream: BinaryIO, counter: ByteCounter, limit: int | None = None
+                ) -> Iterator[bytes]:
+    """The stream's bytes as they come; with ``limit``, no more than that many."""
     read = getattr(stream, "read1", stream.read)  # read1: a pipe's bytes as they come
-    while chunk := read(_CHUNK):
+    left = limit
+    while chunk := read(_CHUNK if left is None else min(_CHUNK, left)):
         counter.count += len(chunk)
         yield chunk
+        if left is not None:
+            left -= len(chunk)
+            if not left:
+                return
 
 
 def _gunzip(chunks: Iterator[bytes]) -> Iterator[bytes]:
@@ -688,7 +695,8 @@ def open_lines(source: InputFile, counter: ByteCounter,
     except OSError as error:
         raise InputVanished(f"{source.path}: {error.strerror or error} (it was there when the "
                             "run started)") from None
-    chunks = _raw_chunks(stream, counter)
+    # Lanes read a file as it was listed: one that grows meanwhile must look the same to each
+    chunks = _raw_chunks(stream, counter, source.size if lane is not None else None)
     first = next(chunks, b"")
     if first[:1] == GZIP_MAGIC[:1] and len(first) == 1:  # a one-byte read: get the magic whole
         first += next(chunks, b"")

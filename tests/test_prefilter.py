@@ -229,3 +229,16 @@ def test_two_lanes_read_what_one_reader_reads(tmp_path, monkeypatch, files, segm
     monkeypatch.setattr(sources, "LANE_SEGMENT", segment)
     inputs = InputSet(paths, max_line_bytes=200)
     assert reader_entries(inputs, 2, monkeypatch) == reader_entries(inputs, 1, monkeypatch)
+
+
+def test_lanes_read_a_file_as_it_was_listed(tmp_path, monkeypatch):
+    """A file that grows during a run must look the same to both lanes: each reads the size the
+    file had when it was listed."""
+    rows = [line("track", "Tokens Used", "Home", 0, n) for n in range(50)]
+    path = tmp_path / "growing.jsonl"
+    path.write_text("\n".join(rows) + "\n")
+    listed = len(("\n".join(rows[:30]) + "\n").encode())  # what was there at the listing
+    monkeypatch.setattr(sources, "LANE_SEGMENT", 512)
+    inputs = InputSet([InputFile(str(path), listed)])
+    entries, _, done = reader_entries(inputs, 2, monkeypatch)
+    assert [entry[2] for entry in entries] == list(range(1, 31)) and done == [str(path)]
