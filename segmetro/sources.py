@@ -578,8 +578,8 @@ class Foreign:
 
 
 def _records_in(line: bytes | TooLong, max_bytes: int) -> int:
-    """How many records ``read_file`` makes of one line of a file that is no rejects file (an
-    envelope makes one an item), parsing only a line that could be an envelope."""
+    """How many records ``read_file`` makes of one line of a file that is no rejects file (a
+    batch envelope makes one of each item), parsing only a line that could be an envelope."""
     if line.__class__ is TooLong or len(line) > max_bytes:
         return 1
     if line[:3] == BOM:
@@ -617,8 +617,9 @@ class Lane:
         """This lane's bytes as they come, the other lanes' lines as ``Foreign`` counts. The
         cuts are at line starts, so no line is split between lanes."""
         size, count, index = self.size, self.count, self.index
-        other = _Pending(self.max_bytes)  # a line of another lane's, across chunks (one left
-        # at the end, without a line end, is not counted: nothing of this lane's follows it)
+        # A line of another lane's, across chunks. One left at the end without a line end is
+        # not counted: nothing of this lane's follows it.
+        other = _Pending(self.max_bytes)
         offset = segment = 0
         own = self.base % count == index
         cut_from = size - 1  # a line end at or after this offset ends the segment's lines
@@ -633,7 +634,7 @@ class Lane:
                     if own:
                         yield piece
                     else:
-                        yield self._counted(piece, other, self.max_bytes)
+                        yield self._counted(piece, other)
                     pos = stop + 1
                     segment = (offset + pos) // size
                     own = (self.base + segment) % count == index
@@ -643,7 +644,7 @@ class Lane:
                     if own:
                         yield piece
                     else:
-                        counted = self._counted(piece, other, self.max_bytes)
+                        counted = self._counted(piece, other)
                         if counted.lines:
                             yield counted
                 offset += end
@@ -654,9 +655,9 @@ class Lane:
         finally:
             self.base += segment + 1
 
-    @staticmethod
-    def _counted(piece: bytes, other: _Pending, max_bytes: int) -> Foreign:
+    def _counted(self, piece: bytes, other: _Pending) -> Foreign:
         """The lines ``piece`` ends, and their records; a line it begins waits in ``other``."""
+        max_bytes = self.max_bytes
         first = piece.find(b"\n")
         if first < 0:
             other.add(piece)
