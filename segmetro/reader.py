@@ -371,8 +371,9 @@ class ReaderProcess:
                 how = f"was killed by {signal.Signals(os.WTERMSIG(status)).name}"
             elif os.WIFEXITED(status):
                 how = f"exited with status {os.WEXITSTATUS(status)}"
-        return (f"the reader process (PID {pid}) {how} before reading every input; "
-                "what was acknowledged is in the checkpoint")
+        done = "what was acknowledged is in the checkpoint" if self.repeats is None else \
+            "the summary counts what was read before"  # a send, or map, dry run, validate
+        return f"the reader process (PID {pid}) {how} before reading every input; {done}"
 
     def stop(self) -> None:
         """End the children (they may still be reading when the parent stops early) and reap

@@ -4,12 +4,13 @@ import contextlib
 import os
 import signal
 import subprocess
+import sys
 import time
 
 import orjson
 import pytest
 from conftest import ROOT, jsonl, read_jsonl, track
-from test_checkpoint import (TOKEN, children_of, command, emulator,  # noqa: F401
+from test_checkpoint import (TOKEN, assert_gone, children_of, command, emulator,  # noqa: F401
                              export, run_to_end, stored)
 
 from segmetro.checkpoint import FileProgress, Ledger, State
@@ -46,6 +47,27 @@ def test_kill_9_of_the_reader_process_exits_70_with_json_and_a_checkpoint(emulat
     ids = stored(tmp_path)
     assert len(ids) == len(set(ids)) == 30_000
 
+
+def test_kill_9_of_a_reader_lane_in_map_exits_70_and_ends_the_other(tmp_path):
+    """``map`` reads a local file in two lanes: one killed ends the run (exit 70, saying so),
+    and the other is not left running."""
+    path = tmp_path / "export.jsonl"
+    path.write_bytes(jsonl(*[track(n) for n in range(200_000)]))
+    process = subprocess.Popen([sys.executable, "-m", "segmetro", "map", str(path), "--now",
+                                "2026-11-25T00:00:00Z", "-o", str(tmp_path / "events.jsonl"),
+                                "--json"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=ROOT)
+    deadline = time.monotonic() + 20
+    while len(children_of(process.pid)) < 2 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    lanes = children_of(process.pid)
+    assert len(lanes) == 2
+    os.kill(lanes[1], signal.SIGKILL)
+    out, err = process.communicate(timeout=60)
+    assert process.returncode == 70, err
+    summary = orjson.loads(err)  # map's summary goes to stderr: stdout may be the events
+    assert "SIGKILL" in summary["error"] and "the summary counts what was read" in \
+        summary["error"] and "Traceback" not in err.decode()
+    assert_gone(lanes)
 
 def test_an_input_that_vanishes_mid_run_exits_70(run, write, monkeypatch):
     first = write("a.jsonl", jsonl(track(1), track(2)))
