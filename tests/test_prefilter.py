@@ -1,9 +1,12 @@
 """Records no trigger can match are skipped without a JSON parse: the byte test is exact (a line
-it skips never matches under the full evaluation), escaped and unicode spellings included."""
+it skips never matches under the full evaluation), escaped and unicode spellings included; the
+chunk search finds what the per-line test finds; and two reader lanes read what one reader
+reads."""
 
 import gzip
 import json
 
+import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
@@ -242,3 +245,26 @@ def test_lanes_read_a_file_as_it_was_listed(tmp_path, monkeypatch):
     inputs = InputSet([InputFile(str(path), listed)])
     entries, _, done = reader_entries(inputs, 2, monkeypatch)
     assert [entry[2] for entry in entries] == list(range(1, 31)) and done == [str(path)]
+
+
+@pytest.mark.parametrize("content, shared", [
+    (b'{"type": "track"}\n{"type": "page"}\n', True),
+    (gzip.compress(b'{"type": "track"}\n'), True),
+    (b"", True),
+    (b"\xef\xbb\xbf" + b'{"type": "track"}\r\n', True),
+    (b'{"file": "a", "line": 1, "stage": "parse", "code": "c", "reason": "r", "record": {}}\n',
+     False),  # a rejects file: its first object decides how it is read, lanes cannot tell
+    (b"not json\n" + b'{"type": "track"}\n', False),
+    (gzip.compress(b'{"type": "track"}\n')[:12], False),
+    (b'{"type": "track", "pad": "' + b"x" * 70_000 + b'"}\n', False),
+])
+def test_lanes_are_used_only_where_they_read_what_one_reader_reads(tmp_path, monkeypatch,
+                                                                   content, shared):
+    from segmetro.reader import ReaderProcess
+
+    path = tmp_path / "in.jsonl"
+    path.write_bytes(content)
+    monkeypatch.delenv("SEGMETRO_READER_LANES", raising=False)
+    reader = ReaderProcess(InputSet([InputFile(str(path), len(content))]), MAPPINGS, WINDOW,
+                           uploading=False)
+    assert reader.lanes == (2 if shared else 1)
