@@ -125,9 +125,9 @@ class _Sender:
 def run_upload(flow: Flow, settings: UploadSettings, tick: Tick | None = None,
                log: Callable[[str], None] = lambda message: None, grace: float = 10.0,
                interval: float = 1.0, budget: Callable[[], object] | None = None) -> RunReport:
-    """``budget`` makes the rate budget inside the run's event loop (a Redis-backed one shared
-    by shards); by default a local token bucket at ``settings.rate_limit``."""
-    """Read, map, validate and send every valid event; the report says what became of each."""
+    """Read, map, validate and send every valid event; the report says what became of each.
+    ``budget`` makes the rate budget inside the run's event loop (a Redis-backed one shared by
+    shards); by default a local token bucket at ``settings.rate_limit``."""
     report = flow.report
     stats = report.upload = UploadStats()
     report.dry_run = False
