@@ -46,7 +46,7 @@ from segmetro.mapping import MappingSet, parse_mapping
 from segmetro.pipeline import (DUPLICATE, EVENT, OUTSIDE, REJECTED, SKIPPED, UNREAD_TYPE, Outcome,
                                RepeatCheck, Span, process)
 from segmetro.sources import (UNREAD, ByteCounter, InputSet, Lane, SegmentRecord, is_object,
-                              lanes_can_share, read_records)
+                              lanes_for, read_records)
 from segmetro.stores import FedObjects, feed_objects
 from segmetro.status import ExitStatus, InternalError, SegmetroError, failure
 
@@ -131,9 +131,12 @@ def _child(fd: int, job: "ReaderProcess", feed_fd: int | None, lane: Lane | None
         send(("outcomes", chunk[:], sum(c.count for c in counters)))
         chunk.clear()
 
+    files_done = [0]  # so the input being read is number files_done[0]
+
     def file_done(name: str) -> None:
         send_chunk()
         send(("file_done", name))
+        files_done[0] += 1
 
     try:
         mappings = parse_mapping(job.mappings.text, job.mappings.source)
@@ -164,7 +167,7 @@ def _child(fd: int, job: "ReaderProcess", feed_fd: int | None, lane: Lane | None
         if os.environ.get("SEGMETRO_DEBUG"):
             message += "\n" + traceback.format_exc()
         try:
-            send(("error", int(status), message, max(len(counters) - 1, 0)))
+            send(("error", int(status), message, files_done[0]))
             out.flush()
         except OSError:
             pass
@@ -187,17 +190,20 @@ class ReaderProcess:
         # export's record takes a few hundred bytes, gzipped a tenth of that).
         self.repeats = None if uploading else RepeatCheck(
             sum(source.size or 0 for source in inputs.files) // 256)
-        # Map, dry runs and validate over local files read in two lanes (``sources.Lane``),
-        # merged here in file and line order: the reading and mapping is most of their work.
-        # A send keeps one reader: its parent is the busy process.
-        self.lanes = 1 if uploading or os.environ.get("SEGMETRO_READER_LANES") == "1" or \
-            not lanes_can_share(inputs) else LANES
+        # Map, dry runs and validate read in two lanes (``sources.Lane``), merged here in file
+        # and line order: the reading and mapping is most of their work. A send keeps one
+        # reader: its parent is the busy process.
+        self.sharing = None if uploading or os.environ.get("SEGMETRO_READER_LANES") == "1" \
+            else lanes_for(inputs)
+        self.lanes = LANES if self.sharing else 1
         self._pids: list[int] = []
 
     def start(self, lane: Lane | None = None) -> int:
         """Fork a reader (of ``lane``'s part); the read end of its pipe."""
         read_fd, write_fd = _pipe()
-        feed = _pipe() if any(is_object(source) for source in self.inputs.files) else None
+        objects = [source for number, source in enumerate(self.inputs.files)
+                   if is_object(source) and (lane is None or lane.reads_file(number))]
+        feed = _pipe() if objects else None
         pid = os.fork()
         if pid == 0:
             try:
@@ -210,7 +216,7 @@ class ReaderProcess:
         os.close(write_fd)
         if feed is not None:  # the parent fetches: the reader's core is busy parsing
             os.close(feed[0])
-            feed_objects(self.inputs.files, feed[1])
+            feed_objects(objects, feed[1])
         return read_fd
 
     async def messages(self, queue_size: int = 8) -> AsyncIterator[tuple]:
@@ -249,7 +255,8 @@ class ReaderProcess:
             else:
                 lanes = []
                 for index in range(self.lanes):
-                    read_fd = self.start(Lane(index, self.lanes, self.inputs.max_line_bytes))
+                    read_fd = self.start(Lane(index, self.lanes, self.inputs.max_line_bytes,
+                                              whole_files=self.sharing == "files"))
                     lanes.append(self._frames(read_fd, self._pids[-1]))
                 yield from self._merged(lanes)
         finally:
@@ -277,7 +284,9 @@ class ReaderProcess:
         input it failed in. A lane's outcomes come in runs (a segment's), so they are merged a
         run at a time (``bisect``), not one by one."""
         order = {source.name: number for number, source in enumerate(self.inputs.files)}
-        read = [0] * len(lanes)  # bytes each lane has read (each reads every byte)
+        read = [0] * len(lanes)  # bytes each lane has read
+        # lanes cutting files each read every byte; lanes taking whole files, their own
+        progress = max if self.sharing == "segments" else sum
 
         def keyed(index: int, messages: Iterator[tuple]) -> Iterator[tuple[list, list]]:
             """A lane's messages as (keys, items): a frame's outcomes, or one message."""
@@ -320,13 +329,13 @@ class ReaderProcess:
                     chunk.append(item)
                 elif kind == "error":
                     if chunk:
-                        yield ("outcomes", chunk, max(read))
+                        yield ("outcomes", chunk, progress(read))
                     _checked(item)
                 elif kind == "file_done":
                     lanes_done[item[1]] = lanes_done.get(item[1], 0) + 1
                     if lanes_done[item[1]] == len(streams):
                         if chunk:
-                            yield ("outcomes", chunk, max(read))
+                            yield ("outcomes", chunk, progress(read))
                             chunk = []
                         yield item
                 # "end": the merge ends after every lane's
@@ -334,11 +343,11 @@ class ReaderProcess:
             if stop == len(keys):
                 heads[index], at[index] = next(streams[index], None), 0
             if len(chunk) >= CHUNK and (chunk[-1][0] == _UNREAD_RUN or chunk[-1][6]):
-                yield ("outcomes", chunk, max(read))  # a record's outcomes stay together
+                yield ("outcomes", chunk, progress(read))  # a record's outcomes stay together
                 chunk = []
         if chunk:
-            yield ("outcomes", chunk, max(read))
-        yield ("end", max(read))
+            yield ("outcomes", chunk, progress(read))
+        yield ("end", progress(read))
 
     async def _read(self) -> AsyncIterator[tuple]:
         """Each message the child sends, read without blocking the event loop."""

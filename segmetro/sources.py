@@ -602,16 +602,23 @@ LANE_SEGMENT = 256 << 10  # bytes of decompressed input a lane reads before the 
 
 class Lane:
     """The part of the input one of ``count`` reader processes reads (``reader``: map, dry runs
-    and validate over local files). Each file's decompressed bytes are cut into segments of
+    and validate). Each file's decompressed bytes are cut into segments of
     ``size`` bytes, numbered on across files; lane ``index`` reads the segments whose number
     modulo ``count`` is ``index``, a line belonging to the segment its first byte is in. Of the
     other segments it only counts lines and records, so its line numbers and record numbers
     (``seq``) are the file's own and the parent merges the lanes by file and line."""
 
-    def __init__(self, index: int, count: int, max_bytes: int, size: int | None = None):
+    def __init__(self, index: int, count: int, max_bytes: int, size: int | None = None,
+                 whole_files: bool = False):
         self.index, self.count, self.size = index, count, size or LANE_SEGMENT
         self.max_bytes = max_bytes
         self.base = 0  # segments in the files before this one
+        # Objects in stores, and files lanes cannot cut (see ``lanes_for``), are shared whole:
+        # lane ``index`` reads files number ``index``, ``index + count``, ... in full.
+        self.whole_files = whole_files
+
+    def reads_file(self, number: int) -> bool:
+        return not self.whole_files or number % self.count == self.index
 
     def cut(self, chunks: Iterator[bytes]) -> Iterator[bytes | Foreign]:
         """This lane's bytes as they come, the other lanes' lines as ``Foreign`` counts. The
@@ -881,20 +888,22 @@ def read_file(source: InputFile, counter_sink: list | None = None,
             stream.close()
 
 
-def lanes_can_share(inputs: InputSet) -> bool:
-    """Whether reader lanes (``Lane``) can share these inputs: local files, read from the top,
-    each one's first line a record (so none is a rejects file, which lanes could not tell)."""
+def lanes_for(inputs: InputSet) -> str | None:
+    """How reader lanes (``Lane``) can share these inputs, or None: ``"segments"`` for local
+    files whose first line is a record (so none is a rejects file, which lanes cutting a file
+    could not tell), ``"files"`` (whole files each) for objects in stores and other local files;
+    never for stdin, resumed files or a ``--limit`` trial."""
     if inputs.limit is not None or len(inputs.files) > 10_000:
-        return False
+        return None
     names = set()
     for source in inputs.files:
-        if source.path == STDIN or is_object(source) or source.start is not None or \
-                source.name in names:
-            return False
+        if source.path == STDIN or source.start is not None or source.name in names:
+            return None
         names.add(source.name)
-        if not _starts_with_a_record(source.path):
-            return False
-    return True
+    if not any(is_object(source) for source in inputs.files) and \
+            all(_starts_with_a_record(source.path) for source in inputs.files):
+        return "segments"
+    return "files" if len(inputs.files) > 1 else None
 
 
 def _starts_with_a_record(path: str, peek: int = 1 << 16) -> bool:
@@ -932,8 +941,13 @@ def read_records(inputs: InputSet, counters: list | None = None,
     if fetcher is None and any(is_object(source) for source in inputs.files):
         fetcher = Prefetcher(inputs.files)
     try:
-        for source in inputs.files:
-            records = read_file(source, counters, inputs.max_line_bytes, needles, fetcher, lane)
+        for number, source in enumerate(inputs.files):
+            if lane is not None and not lane.reads_file(number):  # another lane's, whole
+                if on_file_done is not None:
+                    on_file_done(source.name)
+                continue
+            records = read_file(source, counters, inputs.max_line_bytes, needles, fetcher,
+                                None if lane is None or lane.whole_files else lane)
             if remaining is None:
                 yield from records
             else:

@@ -192,13 +192,14 @@ def test_a_long_export_is_searched_in_runs(tmp_path):
     assert len(items) < 6000 // 10  # the lines between two needles come as one number
 
 
-def reader_entries(inputs, lanes, monkeypatch):
-    """Every outcome a reader process (or two lanes of them) sends, in order."""
+def reader_entries(inputs, lanes, monkeypatch, sharing="segments"):
+    """Every outcome a reader process (or two lanes of them, sharing the inputs as said) sends,
+    in order."""
     from segmetro.reader import ReaderProcess
 
     monkeypatch.setenv("SEGMETRO_READER_LANES", str(lanes))
     reader = ReaderProcess(inputs, MAPPINGS, WINDOW, uploading=False)
-    assert reader.lanes == lanes
+    assert reader.sharing == (sharing if lanes == 2 else None)
     entries, unread, done = [], {}, []
     for message in reader.messages_sync():
         if message[0] == "file_done":
@@ -216,22 +217,28 @@ def reader_entries(inputs, lanes, monkeypatch):
     HealthCheck.function_scoped_fixture])
 @given(st.lists(st.lists(st.sampled_from([0, 0] + list(range(len(POOL)))), max_size=80),
                 min_size=1, max_size=3),
-       st.integers(64, 2048), st.booleans(), st.booleans())
-@example(files=[[0] * 40 + [6, 7, 13, 1, 0, 0] * 5], segment=512, gzipped=False, ended=True)
-@example(files=[[0] * 12 + [13]], segment=256, gzipped=True, ended=False)
+       st.integers(64, 2048), st.booleans(), st.booleans(), st.sampled_from([0, 0, 8]))
+@example(files=[[0] * 40 + [6, 7, 13, 1, 0, 0] * 5], segment=512, gzipped=False, ended=True,
+         first=0)
+@example(files=[[0] * 12 + [13]], segment=256, gzipped=True, ended=False, first=0)
+@example(files=[[0] * 30, [6, 7, 13], [1, 1]], segment=256, gzipped=False, ended=True, first=8)
 def test_two_lanes_read_what_one_reader_reads(tmp_path, monkeypatch, files, segment, gzipped,
-                                              ended):
+                                              ended, first):
     """Two reader lanes, merged, give the outcomes of one reader: the same records with the same
-    file, line and record numbers, in the same order, whatever falls on a segment's edge."""
+    file, line and record numbers, in the same order, whatever falls on a segment's edge. When a
+    file does not start with a record, the lanes take whole files instead."""
     paths = []
     for number, picks in enumerate(files):
-        text = ("\n".join(POOL[p] for p in [0] + picks) + ("\n" if ended else "")).encode()
+        head = [first if number == 0 else 0]
+        text = ("\n".join(POOL[p] for p in head + picks) + ("\n" if ended else "")).encode()
         path = tmp_path / (f"{number}.jsonl" + (".gz" if gzipped else ""))
         path.write_bytes(gzip.compress(text) if gzipped else text)
         paths.append(InputFile(str(path), path.stat().st_size))
     monkeypatch.setattr(sources, "LANE_SEGMENT", segment)
     inputs = InputSet(paths, max_line_bytes=200)
-    assert reader_entries(inputs, 2, monkeypatch) == reader_entries(inputs, 1, monkeypatch)
+    sharing = "segments" if first == 0 else "files" if len(files) > 1 else None
+    assert reader_entries(inputs, 2, monkeypatch, sharing) == \
+        reader_entries(inputs, 1, monkeypatch, sharing)
 
 
 def test_lanes_read_a_file_as_it_was_listed(tmp_path, monkeypatch):
@@ -267,4 +274,4 @@ def test_lanes_are_used_only_where_they_read_what_one_reader_reads(tmp_path, mon
     monkeypatch.delenv("SEGMETRO_READER_LANES", raising=False)
     reader = ReaderProcess(InputSet([InputFile(str(path), len(content))]), MAPPINGS, WINDOW,
                            uploading=False)
-    assert reader.lanes == (2 if shared else 1)
+    assert reader.sharing == ("segments" if shared else None)
