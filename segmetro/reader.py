@@ -16,9 +16,10 @@ flat tuple (``_encode``/``decode``): pickling a dataclass a record would cost mo
 of the parent's work on it. A record's JSON travels as bytes and reaches the rejects file as an
 ``orjson.Fragment``, never parsed twice.
 
-Map, dry runs and validate over local files fork two readers (lanes, ``sources.Lane``), each
-reading every other segment of the input; ``ReaderProcess._merged`` puts their outcomes back in
-input order, so the parent sees what one reader would have sent.
+Map, dry runs and validate fork two readers (lanes, ``sources.Lane``), each reading every other
+segment of the input, or every other file whole (objects, files lanes cannot cut; each lane then
+has its own feed); ``ReaderProcess._merged`` puts their outcomes back in input order, so the
+parent sees what one reader would have sent.
 
 The child is a bare ``os.fork`` that closes every descriptor but the pipe's write end: it must not
 keep the run lock, sockets or the pipe's read end alive. So when the parent dies (even by
