@@ -195,7 +195,7 @@ class ReaderProcess:
         # and line order: the reading and mapping is most of their work. A send keeps one
         # reader: its parent is the busy process.
         self.sharing = None if uploading or os.environ.get("SEGMETRO_READER_LANES") == "1" \
-            else lanes_for(inputs)
+            else lanes_for(inputs, mappings.needles)
         self.lanes = LANES if self.sharing else 1
         self._pids: list[int] = []
 

@@ -888,11 +888,15 @@ def read_file(source: InputFile, counter_sink: list | None = None,
             stream.close()
 
 
-def lanes_for(inputs: InputSet) -> str | None:
-    """How reader lanes (``Lane``) can share these inputs, or None: ``"segments"`` for local
-    files whose first line is a record (so none is a rejects file, which lanes cutting a file
-    could not tell), ``"files"`` (whole files each) for objects in stores and other local files;
-    never for stdin, resumed files or a ``--limit`` trial."""
+def lanes_for(inputs: InputSet, needles: tuple[bytes, ...] | None = None) -> str | None:
+    """How reader lanes (``Lane``) can share these inputs, or None:
+    - ``"segments"``: local files whose first line is a record (so none is a rejects file,
+      which lanes cutting a file could not tell);
+    - ``"files"`` (whole files each): objects in stores, other local files, and gzipped files,
+      which a lane cutting them would have to inflate whole all the same;
+    - a single gzipped file is cut only when reading it is mostly parsing: when no byte test
+      (``needles``) skips lines, or a quarter or more of its first lines hold a needle;
+    - never stdin, a resumed file or a ``--limit`` trial."""
     if inputs.limit is not None or len(inputs.files) > 10_000:
         return None
     names = set()
@@ -900,30 +904,51 @@ def lanes_for(inputs: InputSet) -> str | None:
         if source.path == STDIN or source.start is not None or source.name in names:
             return None
         names.add(source.name)
-    if not any(is_object(source) for source in inputs.files) and \
-            all(_starts_with_a_record(source.path) for source in inputs.files):
+    several = "files" if len(inputs.files) > 1 else None
+    if any(is_object(source) for source in inputs.files):
+        return several
+    heads = [_head(source.path) for source in inputs.files]
+    if not all(head is not None and _starts_with_a_record(head) for head in heads):
+        return several
+    if not any(gzipped for _, gzipped in heads):
         return "segments"
-    return "files" if len(inputs.files) > 1 else None
+    if several:
+        return several
+    lines = heads[0][0].split(b"\n")[:-1]
+    if needles is None or \
+            4 * sum(1 for line in lines if any(n in line for n in needles)) >= len(lines):
+        return "segments"
+    return None
 
 
-def _starts_with_a_record(path: str, peek: int = 1 << 16) -> bool:
-    """Whether the file's first line (within its first ``peek`` bytes, inflated if gzipped) is
-    a JSON object that is no segmetro reject; an empty file is one. Anything else: no."""
+def _head(path: str, peek: int = 1 << 16) -> tuple[bytes, bool] | None:
+    """The first ``peek`` bytes of a file, inflated if it is gzipped, and whether it is; None
+    when it cannot be read."""
     try:
         with open(path, "rb") as handle:
             head = handle.read(peek)
         if head[:2] == GZIP_MAGIC:
-            head = _inflate.decompressobj(wbits=31).decompress(head, peek)
-        if not head:
-            return True
-        end = head.find(b"\n")
-        if end < 0 and len(head) >= peek:
-            return False  # a first line longer than the peek: one reader decides
-        line = head[:end] if end >= 0 else head
-        data = orjson.loads(line[3:] if line[:3] == BOM else line)
-    except (OSError, orjson.JSONDecodeError, *_INFLATE_ERRORS):
+            return _inflate.decompressobj(wbits=31).decompress(head, peek), True
+    except (OSError, *_INFLATE_ERRORS):
+        return None
+    return head, False
+
+
+def _starts_with_a_record(head: tuple[bytes, bool], peek: int = 1 << 16) -> bool:
+    """Whether a file's first line (in its ``head``) is a JSON object that is no segmetro
+    reject; an empty file is one. A first line longer than the head, or anything else: no."""
+    data = head[0]
+    if not data:
+        return True
+    end = data.find(b"\n")
+    if end < 0 and len(data) >= peek:
+        return False  # a first line longer than the peek: one reader decides
+    line = data[:end] if end >= 0 else data
+    try:
+        record = orjson.loads(line[3:] if line[:3] == BOM else line)
+    except orjson.JSONDecodeError:
         return False
-    return data.__class__ is dict and not REJECT_KEYS <= data.keys()
+    return record.__class__ is dict and not REJECT_KEYS <= record.keys()
 
 
 def read_records(inputs: InputSet, counters: list | None = None,

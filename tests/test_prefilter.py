@@ -199,7 +199,8 @@ def reader_entries(inputs, lanes, monkeypatch, sharing="segments"):
 
     monkeypatch.setenv("SEGMETRO_READER_LANES", str(lanes))
     reader = ReaderProcess(inputs, MAPPINGS, WINDOW, uploading=False)
-    assert reader.sharing == (sharing if lanes == 2 else None)
+    if sharing is not ...:  # ...: as the inputs' first lines decide
+        assert reader.sharing == (sharing if lanes == 2 else None)
     entries, unread, done = [], {}, []
     for message in reader.messages_sync():
         if message[0] == "file_done":
@@ -236,7 +237,8 @@ def test_two_lanes_read_what_one_reader_reads(tmp_path, monkeypatch, files, segm
         paths.append(InputFile(str(path), path.stat().st_size))
     monkeypatch.setattr(sources, "LANE_SEGMENT", segment)
     inputs = InputSet(paths, max_line_bytes=200)
-    sharing = "segments" if first == 0 else "files" if len(files) > 1 else None
+    several = "files" if len(files) > 1 else None
+    sharing = several if first != 0 else (several or ...) if gzipped else "segments"
     assert reader_entries(inputs, 2, monkeypatch, sharing) == \
         reader_entries(inputs, 1, monkeypatch, sharing)
 
@@ -256,7 +258,7 @@ def test_lanes_read_a_file_as_it_was_listed(tmp_path, monkeypatch):
 
 @pytest.mark.parametrize("content, shared", [
     (b'{"type": "track"}\n{"type": "page"}\n', True),
-    (gzip.compress(b'{"type": "track"}\n'), True),
+    (gzip.compress(b'{"type": "page"}\n'), True),  # a line the byte test would parse
     (b"", True),
     (b"\xef\xbb\xbf" + b'{"type": "track"}\r\n', True),
     (b'{"file": "a", "line": 1, "stage": "parse", "code": "c", "reason": "r", "record": {}}\n',
@@ -275,3 +277,22 @@ def test_lanes_are_used_only_where_they_read_what_one_reader_reads(tmp_path, mon
     reader = ReaderProcess(InputSet([InputFile(str(path), len(content))]), MAPPINGS, WINDOW,
                            uploading=False)
     assert reader.sharing == ("segments" if shared else None)
+
+
+def test_a_gzipped_file_is_cut_only_when_reading_it_is_mostly_parsing(tmp_path, monkeypatch):
+    """Each lane cutting a gzipped file inflates all of it: worth it when most lines are
+    parsed, not when the byte test skips most of them (then one reader does as well)."""
+    from segmetro.reader import ReaderProcess
+
+    monkeypatch.delenv("SEGMETRO_READER_LANES", raising=False)
+    for rows, sharing in ((["identify"] * 95 + ["track"] * 5, None),
+                          (["identify"] * 50 + ["track"] * 50, "segments")):
+        path = tmp_path / "in.jsonl.gz"
+        path.write_bytes(gzip.compress("\n".join(
+            line(kind, "Tokens Used" if kind == "track" else "Signed Up", "Home", 0, n)
+            for n, kind in enumerate(rows)).encode()))
+        inputs = InputSet([InputFile(str(path), path.stat().st_size)])
+        assert ReaderProcess(inputs, MAPPINGS, WINDOW, uploading=False).sharing == sharing
+        twice = InputSet([InputFile(str(path), 1), InputFile(str(tmp_path / "b.jsonl"), 1)])
+        (tmp_path / "b.jsonl").write_text(line("track", "x", "Home", 0) + "\n")
+        assert ReaderProcess(twice, MAPPINGS, WINDOW, uploading=False).sharing == "files"
