@@ -921,27 +921,30 @@ def lanes_for(inputs: InputSet, needles: tuple[bytes, ...] | None = None) -> str
     return None
 
 
-def _head(path: str, peek: int = 1 << 16) -> tuple[bytes, bool] | None:
-    """The first ``peek`` bytes of a file, inflated if it is gzipped, and whether it is; None
-    when it cannot be read."""
+_PEEK = 1 << 16  # bytes of each file that decide how lanes share it
+
+
+def _head(path: str) -> tuple[bytes, bool] | None:
+    """A file's first ``_PEEK`` bytes, inflated if it is gzipped, and whether it is; None when
+    it cannot be read."""
     try:
         with open(path, "rb") as handle:
-            head = handle.read(peek)
+            head = handle.read(_PEEK)
         if head[:2] == GZIP_MAGIC:
-            return _inflate.decompressobj(wbits=31).decompress(head, peek), True
+            return _inflate.decompressobj(wbits=31).decompress(head, _PEEK), True
     except (OSError, *_INFLATE_ERRORS):
         return None
     return head, False
 
 
-def _starts_with_a_record(head: tuple[bytes, bool], peek: int = 1 << 16) -> bool:
+def _starts_with_a_record(head: tuple[bytes, bool]) -> bool:
     """Whether a file's first line (in its ``head``) is a JSON object that is no segmetro
     reject; an empty file is one. A first line longer than the head, or anything else: no."""
     data = head[0]
     if not data:
         return True
     end = data.find(b"\n")
-    if end < 0 and len(data) >= peek:
+    if end < 0 and len(data) >= _PEEK:
         return False  # a first line longer than the peek: one reader decides
     line = data[:end] if end >= 0 else data
     try:
