@@ -196,7 +196,6 @@ class ReaderProcess:
         # reader: its parent is the busy process.
         self.sharing = None if uploading or os.environ.get("SEGMETRO_READER_LANES") == "1" \
             else lanes_for(inputs, mappings.needles)
-        self.lanes = LANES if self.sharing else 1
         self._pids: list[int] = []
 
     def start(self, lane: Lane | None = None) -> int:
@@ -251,12 +250,12 @@ class ReaderProcess:
         event loop: dry runs, ``map``, ``validate``); the children are ended when the consumer
         stops early."""
         try:
-            if self.lanes == 1:
+            if self.sharing is None:
                 yield from map(_checked, self._frames(self.start(), self._pids[-1]))
             else:
                 lanes = []
-                for index in range(self.lanes):
-                    read_fd = self.start(Lane(index, self.lanes, self.inputs.max_line_bytes,
+                for index in range(LANES):
+                    read_fd = self.start(Lane(index, LANES, self.inputs.max_line_bytes,
                                               whole_files=self.sharing == "files"))
                     lanes.append(self._frames(read_fd, self._pids[-1]))
                 yield from self._merged(lanes)

@@ -195,7 +195,7 @@ def test_a_long_export_is_searched_in_runs(tmp_path):
 def reader_entries(inputs, lanes, monkeypatch, sharing="segments"):
     """Every outcome a reader process (or two lanes of them, sharing the inputs as said) sends,
     in order."""
-    from segmetro.reader import ReaderProcess
+    from segmetro.reader import _UNREAD_RUN, ReaderProcess
 
     monkeypatch.setenv("SEGMETRO_READER_LANES", str(lanes))
     reader = ReaderProcess(inputs, MAPPINGS, WINDOW, uploading=False)
@@ -207,7 +207,7 @@ def reader_entries(inputs, lanes, monkeypatch, sharing="segments"):
             done.append(message[1])
         elif message[0] == "outcomes":
             for entry in message[1]:
-                if entry[0] == 9:  # a run of unread lines: lanes may cut runs elsewhere
+                if entry[0] == _UNREAD_RUN:  # lanes may cut runs of unread lines elsewhere
                     unread[entry[2]] = unread.get(entry[2], 0) + entry[1]
                 else:
                     entries.append(entry)
