@@ -22,6 +22,7 @@ from bisect import bisect_right
 MAX_LOAD = 0.9
 GROWTH = 1.33
 SMALL = 1 << 18  # below this many slots (4 MiB) the table doubles: cheaper to grow
+PRESIZE_LIMIT = 1 << 23  # the most slots (128 MiB) made before any id is seen; past it, grown
 _MASK64 = (1 << 64) - 1
 _PLACE_BITS = 40
 _PLACE_MASK = (1 << _PLACE_BITS) - 1

@@ -16,7 +16,7 @@ from typing import Callable, Iterable, Iterator
 
 import orjson
 
-from segmetro.dedupe import MAX_LOAD, SMALL, SeenIds
+from segmetro.dedupe import MAX_LOAD, PRESIZE_LIMIT, SeenIds
 from segmetro.events import Window, check_mapped
 from segmetro.mapping import MappingSet
 from segmetro.sources import UNREAD, SegmentRecord
@@ -86,8 +86,8 @@ class RepeatCheck:
     produced is a ``DUPLICATE`` (the same bytes) or a ``validate`` rejection (another event)."""
 
     def __init__(self, expected: int = 0) -> None:
-        # sized for the ids expected, up to the size below which the table doubles as it grows
-        self.seen = SeenIds(max(1021, min(int(expected / MAX_LOAD), SMALL)))
+        # sized for the ids expected (``sources.expected_events``): growing moves every id
+        self.seen = SeenIds(max(1021, min(int(expected / MAX_LOAD), PRESIZE_LIMIT)))
         self._file: str | None = None
         self._base = 0  # the file's run-wide number for file:line
 
@@ -111,15 +111,15 @@ class RepeatCheck:
 
 def process(records: Iterable[SegmentRecord], mappings: MappingSet,
             window: Window | Callable[[], Window], span: Span = Span(),
-            check_repeats: bool = True) -> Iterator[Outcome]:
+            *, repeats: RepeatCheck | None) -> Iterator[Outcome]:
     """``window`` is fixed (``--now``) or a callable giving the clock's window, read again every
     few thousand records so a run that lasts hours judges each record against its own time.
     A mapped event outside ``span`` is ``OUTSIDE`` (before Metronome's window is applied).
-    Without ``check_repeats``, every valid event is an ``EVENT`` with its JSON made, for a
+    Without ``repeats``, every valid event is an ``EVENT`` with its JSON made, for a
     ``RepeatCheck`` elsewhere (a reader process's parent)."""
     holds = span.holds if span else None
     apply = mappings.apply
-    repeats = RepeatCheck().outcome if check_repeats else None
+    repeats = repeats.outcome if repeats is not None else None
     dumps = orjson.dumps
     clock = window if callable(window) else None
     if clock is not None:

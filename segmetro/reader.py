@@ -47,7 +47,7 @@ from segmetro.mapping import MappingSet, parse_mapping
 from segmetro.pipeline import (DUPLICATE, EVENT, OUTSIDE, REJECTED, SKIPPED, UNREAD_TYPE, Outcome,
                                RepeatCheck, Span, process)
 from segmetro.sources import (UNREAD, ByteCounter, InputSet, Lane, SegmentRecord, is_object,
-                              lanes_for, read_records)
+                              expected_events, lanes_for, read_records)
 from segmetro.stores import FedObjects, feed_objects
 from segmetro.status import ExitStatus, InternalError, SegmetroError, failure
 
@@ -144,8 +144,9 @@ def _child(fd: int, job: "ReaderProcess", feed_fd: int | None, lane: Lane | None
         fetcher = FedObjects(feed_fd) if feed_fd is not None else None
         records = read_records(job.inputs, counters, file_done, mappings.needles, fetcher, lane)
         child_checks = job.repeats is None  # the repeat check, here or in the parent
-        for outcome in process(records, mappings, job.window, job.span,
-                               check_repeats=child_checks):
+        repeats = RepeatCheck(expected_events(job.inputs, mappings.needles)) \
+            if child_checks else None
+        for outcome in process(records, mappings, job.window, job.span, repeats=repeats):
             if outcome.record.data is UNREAD:  # sent as one entry per run, not one per line
                 if unread[0] and outcome.record.file is not unread[1].file:
                     flush_unread()
@@ -187,10 +188,9 @@ class ReaderProcess:
         self.window = window
         # The repeat check runs in the process with room: in a send the parent is the busy one
         # (HTTP) and the child checks; otherwise (map, dry runs, validate) the children are the
-        # busy ones and the parent checks (``decode``), its table sized for the inputs (an
-        # export's record takes a few hundred bytes, gzipped a tenth of that).
+        # busy ones and the parent checks (``decode``).
         self.repeats = None if uploading else RepeatCheck(
-            sum(source.size or 0 for source in inputs.files) // 256)
+            expected_events(inputs, mappings.needles))
         # Map, dry runs and validate read in two lanes (``sources.Lane``), merged here in file
         # and line order: the reading and mapping is most of their work. A send keeps one
         # reader: its parent is the busy process.

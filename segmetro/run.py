@@ -14,11 +14,11 @@ from typing import Callable, Iterator
 from segmetro.checkpoint import Ledger
 from segmetro.events import DAY_MS, Window
 from segmetro.mapping import MappingSet
-from segmetro.pipeline import EVENT, REJECTED, Outcome, Span, Tally, process
+from segmetro.pipeline import EVENT, REJECTED, Outcome, RepeatCheck, Span, Tally, process
 from segmetro.rejects import RejectsFile
 from segmetro.summary import RunReport
 from segmetro.reader import ReaderProcess, decode, use_reader_process
-from segmetro.sources import ByteCounter, InputSet, read_records
+from segmetro.sources import ByteCounter, InputSet, expected_events, read_records
 from segmetro.status import failure
 from segmetro.timestamps import format_ms
 
@@ -106,8 +106,9 @@ class Flow:
         records = read_records(self.inputs, self.counters,
                                ledger.file_read if ledger is not None else None,
                                self.mappings.needles)
-        for index, outcome in enumerate(process(records, self.mappings, self.window,
-                                                self.span)):
+        repeats = RepeatCheck(expected_events(self.inputs, self.mappings.needles))
+        for index, outcome in enumerate(process(records, self.mappings, self.window, self.span,
+                                                repeats=repeats)):
             if take(outcome):
                 yield outcome
             if tick is not None and not index % TICK_EVERY:

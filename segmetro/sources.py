@@ -17,7 +17,7 @@ import stat
 import sys
 import zlib
 from dataclasses import dataclass, field
-from typing import BinaryIO, Callable, Generator, Iterator
+from typing import BinaryIO, Callable, Generator, Iterator, NamedTuple
 
 import orjson
 
@@ -910,13 +910,12 @@ def lanes_for(inputs: InputSet, needles: tuple[bytes, ...] | None = None) -> str
     heads = [_head(source.path) for source in inputs.files]
     if not all(head is not None and _starts_with_a_record(head) for head in heads):
         return several
-    if not any(gzipped for _, gzipped in heads):
+    if not any(head.gzipped for head in heads):
         return "segments"
     if several:
         return several
-    lines = heads[0][0].split(b"\n")[:-1]
-    if needles is None or \
-            4 * sum(1 for line in lines if any(n in line for n in needles)) >= len(lines):
+    lines = heads[0].data.split(b"\n")[:-1]
+    if 4 * _holding(lines, needles) >= len(lines):
         return "segments"
     return None
 
@@ -924,23 +923,67 @@ def lanes_for(inputs: InputSet, needles: tuple[bytes, ...] | None = None) -> str
 _PEEK = 1 << 16  # bytes of each file that decide how lanes share it
 
 
-def _head(path: str) -> tuple[bytes, bool] | None:
-    """A file's first ``_PEEK`` bytes, inflated if it is gzipped, and whether it is; None when
-    it cannot be read."""
+class Head(NamedTuple):
+    data: bytes  # a file's first ``_PEEK`` bytes, inflated if it is gzipped
+    gzipped: bool
+    stored: int  # the bytes of the file they come from
+    inflated: int  # about how many bytes the whole file holds, inflated
+
+
+def _head(path: str) -> Head | None:
+    """A file's first bytes (``Head``); None when it cannot be read."""
     try:
         with open(path, "rb") as handle:
             head = handle.read(_PEEK)
-        if head[:2] == GZIP_MAGIC:
-            return _inflate.decompressobj(wbits=31).decompress(head, _PEEK), True
+            size = os.fstat(handle.fileno()).st_size
+            if head[:2] != GZIP_MAGIC:
+                return Head(head, False, len(head), size)
+            inflater = _inflate.decompressobj(wbits=31)
+            data = inflater.decompress(head, _PEEK)
+            stored = len(head) - len(inflater.unconsumed_tail)
+            # The head's ratio undercounts (a stream starts with its tables and no history).
+            # The trailer holds the last member's size modulo 2**32: taken at the multiple of
+            # 2**32 nearest the ratio's guess, as concatenated members leave only their last's.
+            guess = size * len(data) // max(stored, 1)
+            handle.seek(max(size - 4, 0))
+            trailer = int.from_bytes(handle.read(4), "little")
+            wraps = max(0, (guess - trailer + (1 << 31)) >> 32)
+            return Head(data, True, stored, max(guess, trailer + (wraps << 32)))
     except (OSError, *_INFLATE_ERRORS):
         return None
-    return head, False
 
 
-def _starts_with_a_record(head: tuple[bytes, bool]) -> bool:
+def _holding(lines: list[bytes], needles: tuple[bytes, ...] | None) -> int:
+    """How many of ``lines`` hold a needle (all of them without a byte test)."""
+    if needles is None:
+        return len(lines)
+    return sum(1 for line in lines if any(needle in line for needle in needles))
+
+
+def expected_events(inputs: InputSet, needles: tuple[bytes, ...] | None = None) -> int:
+    """About how many events the inputs hold, to size the run-wide repeat check before it
+    starts (growing it moves every id again). A local file: its lines (its inflated size over
+    its head's mean line) times the share of its head's lines holding a needle; an object,
+    unread yet: its size over 256 bytes. A guess, never a limit."""
+    total = 0
+    for source in inputs.files:
+        if source.path == STDIN:
+            continue
+        head = None if is_object(source) else _head(source.path)
+        if head is None or not head.stored:
+            total += (source.size or 0) // 256
+            continue
+        lines = head.data.split(b"\n")
+        if len(lines) > 1:
+            lines.pop()  # the part of a line the head cuts off
+        total += int(head.inflated / len(head.data) * _holding(lines, needles))
+    return total
+
+
+def _starts_with_a_record(head: Head) -> bool:
     """Whether a file's first line (in its ``head``) is a JSON object that is no segmetro
     reject; an empty file is one. A first line longer than the head, or anything else: no."""
-    data = head[0]
+    data = head.data
     if not data:
         return True
     end = data.find(b"\n")

@@ -240,7 +240,7 @@ def test_now_is_refused_against_a_real_metronome(run, write):
 def test_the_window_follows_the_clock_on_long_runs(monkeypatch):
     from segmetro.cli import live_window
     from segmetro.events import DAY_MS
-    from segmetro.pipeline import process
+    from segmetro.pipeline import RepeatCheck, process
     from segmetro.mapping import load_mapping
     from segmetro.sources import SegmentRecord
 
@@ -254,6 +254,6 @@ def test_the_window_follows_the_clock_on_long_runs(monkeypatch):
                 clock[0] += 40 * DAY_MS  # the run has gone on (a test's 40 days)
             yield SegmentRecord("f", n + 1, n, track(n, timestamp=ts(1_795_000_000_000)))
 
-    outcomes = list(process(records(), load_mapping(None), live_window(34)))
+    outcomes = list(process(records(), load_mapping(None), live_window(34), repeats=RepeatCheck()))
     codes = {o.code for o in outcomes[-100:]}
     assert outcomes[0].kind.name == "EVENT" and codes == {"timestamp-too-old"}

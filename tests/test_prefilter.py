@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 
 from segmetro.events import Window
 from segmetro.mapping import parse_mapping
-from segmetro.pipeline import SKIPPED, UNREAD_TYPE, process
+from segmetro.pipeline import SKIPPED, UNREAD_TYPE, RepeatCheck, process
 import segmetro.sources as sources
 from segmetro.sources import ByteCounter, InputFile, InputSet, Position, open_lines, read_records
 from segmetro.timestamps import parse_rfc3339
@@ -59,7 +59,7 @@ def outcomes(tmp_path, text, needles):
     path = tmp_path / "in.jsonl"
     path.write_text(text, encoding="utf-8")
     records = read_records(InputSet([InputFile(str(path), None)]), needles=needles)
-    return list(process(records, MAPPINGS, WINDOW))
+    return list(process(records, MAPPINGS, WINDOW, repeats=RepeatCheck()))
 
 
 def check(tmp_path, text):

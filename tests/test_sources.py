@@ -83,3 +83,29 @@ def test_batch_envelope_items_merge_envelope_fields_item_values_win(write):
     assert first.data["integrations"] == {"All": True}
     assert bad.error_code == "not-object" and bad.line == 1
     assert (after.line, after.seq) == (2, 3)
+
+
+def test_the_repeat_check_is_sized_from_the_inputs_before_it_starts(write):
+    """The run-wide repeat table is made once at about the events' number: growing it moves
+    every id again (about a second a send of 400,000 events)."""
+    from segmetro.mapping import load_mapping
+    from segmetro.pipeline import RepeatCheck
+    from segmetro.sources import expected_events
+
+    needles = load_mapping(None).needles  # the default mapping reads tracks only
+    lines = [track(n) if n % 4 else {"type": "page", "messageId": f"p{n}"} for n in range(40_000)]
+    plain = write("plain.jsonl", jsonl(*lines))
+    zipped = write("zipped.gz", gzip.compress(jsonl(*lines)))
+    tracks = 30_000
+    for path in (plain, zipped):
+        estimate = expected_events(expand_inputs([path]), needles)
+        assert tracks * 0.8 <= estimate <= tracks * 1.25, (path, estimate)
+        check = RepeatCheck(estimate)
+        seen = check.seen
+        capacity = seen._capacity
+        for n in range(tracks):
+            seen.check(f"msg-{n}", b"{}", n)
+        assert seen._capacity == capacity  # never grown
+    assert expected_events(expand_inputs([plain]), None) > 38_000  # no byte test: every line
+    empty = write("empty.jsonl", b"")
+    assert expected_events(expand_inputs([empty]), needles) == 0
