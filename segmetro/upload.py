@@ -1,8 +1,8 @@
 """The upload stage: batches of events to Metronome's /v1/ingest, concurrently and safely.
 
 - Batches are JSON arrays of 1 to ``batch_size`` events in input order; never ``[]``.
-- Requests go out over several httpx connection pools (one pool's CPU per request grows with
-  many requests in flight, encode/httpx#3215); how many are in flight adapts to the server within
+- Requests go out over one pool of ``concurrency`` connections (httpx's interface over
+  aiohttp's connections, ``transport.py``); how many are in flight adapts to the server within
   ``concurrency``: additive increase while latency holds, multiplicative decrease on 429, 5xx,
   timeouts and latency spikes (as Vector's adaptive request concurrency).
 - One token bucket (GCRA) in events per second spans every request.
@@ -23,7 +23,6 @@ import email.utils
 import enum
 import gzip
 import ipaddress
-import math
 import random
 import time
 import unicodedata
@@ -42,10 +41,10 @@ from segmetro.pipeline import Outcome
 from segmetro.ratelimit import TokenBucket
 from segmetro.redact import register, scrub
 from segmetro.summary import UploadStats
+from segmetro.transport import Transport
 from segmetro.status import ConfigError
 
 INGEST_PATH = "/v1/ingest"
-CONNECTIONS_PER_POOL = 8
 MAX_RETRY_AFTER = 60.0  # like Metronome's SDKs: a longer Retry-After is capped, not obeyed
 
 
@@ -283,8 +282,7 @@ class Uploader:
         self._quiet_until = 0.0
         self.aborted: str | None = None
         self.failure: BaseException | None = None  # a bug or the unexpected, in a request task
-        self._pools: list[httpx.AsyncHTTPTransport] = []
-        self._load: list[int] = []
+        self._transport: Transport | None = None
         self._tasks: set[asyncio.Task] = set()
         self._headers = {
             "Authorization": f"Bearer {settings.token}",
@@ -295,23 +293,20 @@ class Uploader:
             self._headers["Content-Encoding"] = "gzip"
 
     async def __aenter__(self) -> "Uploader":
-        count = max(1, math.ceil(self.settings.concurrency / CONNECTIONS_PER_POOL))
-        limits = httpx.Limits(max_connections=CONNECTIONS_PER_POOL,
-                              max_keepalive_connections=CONNECTIONS_PER_POOL)
-        # httpx's transports, without the Client layer: one fixed POST needs no cookies,
-        # redirects, auth flows or URL merging, and skipping them saves ~15 % CPU a request.
-        # Proxy and CA bundle come from the environment (network.py), read once for all pools.
-        self._pools = [httpx.AsyncHTTPTransport(limits=limits, **httpx_options(self.settings.url))
-                       for _ in range(count)]
-        self._load = [0] * count
+        connections = self.settings.concurrency
+        limits = httpx.Limits(max_connections=connections, max_keepalive_connections=connections)
+        # httpx's transport, without the Client layer: one fixed POST needs no cookies,
+        # redirects, auth flows or URL merging. Proxy and CA bundle come from the environment
+        # (network.py).
+        self._transport = Transport(limits=limits, **httpx_options(self.settings.url))
         timeout = httpx.Timeout(self.settings.timeout, connect=self.settings.connect_timeout)
         self._extensions = {"timeout": timeout.as_dict()}
         return self
 
     async def __aexit__(self, *exc) -> None:
         await self.drain()
-        for pool in self._pools:
-            await pool.aclose()
+        if self._transport is not None:
+            await self._transport.aclose()
         await self.bucket.close()
 
     async def submit(self, outcomes: list[Outcome]) -> None:
@@ -407,14 +402,12 @@ class Uploader:
             await self._back_off(batch, status, response, error)
 
     async def _post(self, body: bytes):
-        index = self._load.index(min(self._load))  # the least busy client
-        self._load[index] += 1
         self.stats.requests += 1
         started = time.monotonic()
         request = httpx.Request("POST", self.settings.url, content=body, headers=self._headers,
                                 extensions=self._extensions)
         try:
-            response = await self._pools[index].handle_async_request(request)
+            response = await self._transport.handle_async_request(request)
             try:
                 await response.aread()
             finally:
@@ -422,8 +415,6 @@ class Uploader:
         except httpx.TransportError as error:  # connect, read, write, timeouts, protocol
             self.limit.back_pressure()
             return None, None, error
-        finally:
-            self._load[index] -= 1
         status = response.status_code
         if status == 200:
             self.limit.success(time.monotonic() - started)

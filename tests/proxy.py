@@ -45,6 +45,8 @@ class _Handler(socketserver.BaseRequestHandler):
                 if request is None:
                     return
                 target = request.target.decode()
+                proxy.credentials.update(v.decode() for k, v in request.headers
+                                         if k.lower() == b"proxy-authorization")
                 if request.method == b"CONNECT":
                     proxy.count("CONNECT", target)
                     self._tunnel(client, target)
@@ -123,10 +125,12 @@ class _Handler(socketserver.BaseRequestHandler):
 
 class ForwardProxy:
     """``with ForwardProxy() as proxy:`` listens on 127.0.0.1:``proxy.port``; ``proxy.seen``
-    counts (method, host:port) of what went through."""
+    counts (method, host:port) of what went through, ``proxy.credentials`` what clients said
+    who they are."""
 
     def __init__(self) -> None:
         self.seen: Counter = Counter()
+        self.credentials: set[str] = set()  # the Proxy-Authorization values received
         self._lock = threading.Lock()
         self._server = socketserver.ThreadingTCPServer(("127.0.0.1", 0), _Handler)
         self._server.daemon_threads = True

@@ -2,6 +2,7 @@
 Metronome and for the stores, through a real forward proxy on loopback that counts what it
 carried (tests/proxy.py)."""
 
+import base64
 import datetime
 import ipaddress
 
@@ -84,6 +85,17 @@ def test_send_goes_through_the_https_proxy_and_trusts_the_ca_bundle(variable, ce
     assert auth.exit_code == 0, auth.stderr
     tunnels = proxy.seen[("CONNECT", f"localhost:{https_metronome.port}")]
     assert tunnels >= 2  # the upload's pools, and check-auth's client
+
+
+def test_the_proxy_gets_the_credentials_of_its_url(certificate, https_metronome, run,
+                                                   monkeypatch):
+    monkeypatch.setenv("REQUESTS_CA_BUNDLE", certificate[0])
+    with ForwardProxy() as proxy:
+        monkeypatch.setenv("HTTPS_PROXY", proxy.url.replace("://", "://ops:pr%40xy-pass@"))
+        result, found = send(run, https_metronome)
+    assert found["sent"] == found["events"] > 0, result.stderr
+    assert proxy.credentials == {"Basic " + base64.b64encode(b"ops:pr@xy-pass").decode()}
+    assert "pr@xy-pass" not in result.stdout + result.stderr
 
 
 def test_without_the_ca_bundle_the_certificate_is_refused(certificate, https_metronome, run,
