@@ -56,6 +56,7 @@ class AiohttpPool:
                     "Basic " + base64.b64encode(b":".join(proxy.raw_auth)).decode("ascii")
         self._session: aiohttp.ClientSession | None = None
         self._urls: dict[tuple, URL] = {}
+        self._timeouts: dict[tuple, aiohttp.ClientTimeout] = {}
 
     def _open(self) -> aiohttp.ClientSession:
         connector = aiohttp.TCPConnector(limit=self._limit, ssl=self._ssl)
@@ -75,15 +76,24 @@ class AiohttpPool:
             found = self._urls[key] = URL(text, encoded=True)
         return found
 
+    def _timeout(self, seconds: dict) -> aiohttp.ClientTimeout:
+        """httpx's four timeouts as aiohttp's. aiohttp has no write timeout, so a request that
+        outlasts all four together ends too (a server that stops reading)."""
+        key = tuple(seconds.get(name) for name in ("pool", "connect", "write", "read"))
+        found = self._timeouts.get(key)
+        if found is None:
+            pool, connect, _, read = key
+            found = self._timeouts[key] = aiohttp.ClientTimeout(
+                total=_sum(*key), connect=_sum(pool, connect), sock_connect=connect,
+                sock_read=read)
+        return found
+
     async def handle_async_request(self, request: httpcore.Request) -> httpcore.Response:
         session = self._session or self._open()
         body = b"".join([part async for part in request.stream])
         headers = {name.decode("latin-1"): value.decode("latin-1")
                    for name, value in request.headers if name.lower() not in _OWN_HEADERS}
-        timeouts = request.extensions.get("timeout", {})
-        timeout = aiohttp.ClientTimeout(
-            total=None, sock_connect=timeouts.get("connect"), sock_read=timeouts.get("read"),
-            connect=_sum(timeouts.get("pool"), timeouts.get("connect")))
+        timeout = self._timeout(request.extensions.get("timeout", {}))
         try:
             async with session.request(request.method.decode("ascii"), self._url(request.url),
                                        data=body, headers=headers, timeout=timeout,
@@ -108,8 +118,8 @@ class AiohttpPool:
 
 
 def _sum(*seconds: float | None) -> float | None:
-    known = [s for s in seconds if s is not None]
-    return sum(known) if known else None
+    """Their sum; None (no limit) when any of them is."""
+    return None if None in seconds else sum(seconds)
 
 
 class Transport(httpx.AsyncHTTPTransport):

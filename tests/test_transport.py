@@ -156,3 +156,12 @@ def test_a_send_to_a_server_that_never_answers_gives_up_naming_the_timeout(serve
                  "--state", str(tmp_path / "state"))
     assert result.exit_code == 3
     assert "Metronome unreachable: ReadTimeout after 1 retries" in result.stderr
+
+
+def test_a_server_that_stops_reading_ends_the_request_in_time():
+    """aiohttp has no write timeout: the transport's whole-request limit stands in for it."""
+    with socket.create_server(("127.0.0.1", 0)) as listener:  # listens, never reads
+        url = f"http://127.0.0.1:{listener.getsockname()[1]}/v1/ingest"
+        with pytest.raises(httpx.TimeoutException):
+            post(url, body=b"x" * (64 << 20), timeout=httpx.Timeout(0.3))
+
