@@ -10,7 +10,8 @@ slot: the id's 64-bit hash, and the content's 24-bit hash with a 40-bit "place" 
 counted across the run, turned back into ``file:line`` when a conflict is reported). Past 2^18
 slots the load stays between 0.68 and 0.9 (a prime capacity, grown by a third), so the table costs
 18 to 24 bytes per distinct id (``benchmarks/bench.py`` reports the figure at 5 million ids); a
-Python set of the strings alone takes over 100.
+Python set of the strings alone takes over 100. A run sizes its table ahead from a guess at its
+events (``sources.expected_events``), which costs more per id only where the guess is high.
 """
 
 from __future__ import annotations
