@@ -117,6 +117,12 @@ class AiohttpPool:
             await self._session.close()
             self._session = None
 
+    async def __aenter__(self) -> "AiohttpPool":  # as httpx's client enters its transport
+        return self
+
+    async def __aexit__(self, *exc) -> None:
+        await self.aclose()
+
 
 def _sum(*seconds: float | None) -> float | None:
     """Their sum; None (no limit) when any of them is."""

@@ -483,9 +483,10 @@ def misrouted_message(settings: UploadSettings, status: int | None,
 
 
 async def check_auth(settings: UploadSettings) -> tuple[bool, str]:
-    """POST [] to /v1/ingest: 400 means the token was accepted, 401/403 refused."""
+    """POST [] to /v1/ingest: 400 means the token was accepted, 401/403 refused. Over the
+    uploader's own transport, so what it finds holds for a send."""
     timeout = httpx.Timeout(settings.timeout, connect=settings.connect_timeout)
-    transport = httpx.AsyncHTTPTransport(**httpx_options(settings.url))
+    transport = Transport(limits=httpx.Limits(max_connections=1), **httpx_options(settings.url))
     async with httpx.AsyncClient(timeout=timeout, transport=transport, trust_env=False) as client:
         try:
             response = await client.post(settings.url, content=b"[]", headers={
