@@ -960,23 +960,28 @@ def _holding(lines: list[bytes], needles: tuple[bytes, ...] | None) -> int:
     return sum(1 for line in lines if any(needle in line for needle in needles))
 
 
-def expected_events(inputs: InputSet, needles: tuple[bytes, ...] | None = None) -> int:
+def expected_events(inputs: InputSet, needles: tuple[bytes, ...] | None = None,
+                    sample: int = 32) -> int:
     """About how many events the inputs hold, to size the run-wide repeat check before it
-    starts (growing it moves every id again). A local file: its lines (its inflated size over
-    its head's mean line) times the share of its head's lines holding a needle; an object,
-    unread yet: its size over 256 bytes. A guess, never a limit."""
-    total = 0
-    for source in inputs.files:
-        if source.path == STDIN:
-            continue
-        head = None if is_object(source) else _head(source.path)
+    starts (growing it moves every id again). From the heads of up to ``sample`` local files,
+    evenly spread: each one's lines (its inflated size over its head's mean line) times the
+    share of its head's lines holding a needle, per byte on disk, times the local files' bytes.
+    An object, unread yet: its size over 256 bytes. A guess, never a limit."""
+    local = [source for source in inputs.files
+             if source.path != STDIN and not is_object(source) and source.size]
+    total = sum((source.size or 0) // 256 for source in inputs.files if is_object(source))
+    events = stored = 0
+    for source in local[::max(1, len(local) // sample)]:
+        head = _head(source.path)
         if head is None or not head.stored:
-            total += (source.size or 0) // 256
             continue
         lines = head.data.split(b"\n")
         if len(lines) > 1:
             lines.pop()  # the part of a line the head cuts off
-        total += int(head.inflated / len(head.data) * _holding(lines, needles))
+        events += head.inflated / len(head.data) * _holding(lines, needles)
+        stored += source.size
+    if stored:
+        total += int(events * sum(source.size for source in local) / stored)
     return total
 
 

@@ -107,5 +107,8 @@ def test_the_repeat_check_is_sized_from_the_inputs_before_it_starts(write):
             seen.check(f"msg-{n}", b"{}", n)
         assert seen._capacity == capacity  # never grown
     assert expected_events(expand_inputs([plain]), None) > 38_000  # no byte test: every line
+    many = [write(f"day/{n:03d}.jsonl", jsonl(*lines[n * 400:(n + 1) * 400])) for n in range(100)]
+    estimate = expected_events(expand_inputs(many), needles)  # from the heads of 34 of them
+    assert tracks * 0.8 <= estimate <= tracks * 1.25, estimate
     empty = write("empty.jsonl", b"")
     assert expected_events(expand_inputs([empty]), needles) == 0
