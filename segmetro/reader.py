@@ -57,26 +57,27 @@ _AFTER_LINES = float("inf")
 _HEADER = struct.Struct("<I")
 _KINDS = (EVENT, SKIPPED, REJECTED, DUPLICATE, OUTSIDE)
 _UNREAD_RUN = 9  # an entry standing for a run of unread lines
-_KIND_NUMBER = {kind: number for number, kind in enumerate(_KINDS)}
+_KIND_NUMBER = {kind: number for number, kind in enumerate(_KINDS)}  # EVENT is 0 (see _encode)
 
 
 def _encode(outcome: Outcome, child_checks: bool = True) -> tuple:
     record = outcome.record
     data = record.data
+    kind = outcome.kind
     body = None
-    if data is not None and (outcome.kind is REJECTED or outcome.kind is EVENT):
+    if data is not None and (kind is EVENT or kind is REJECTED):
         # kept for the rejects file (an upload, or the parent's repeat check, may still reject
         # an event): the line as read when it is this record's own, so the record is not
         # serialised a second time
         body = record.text if record.text is not None else orjson.dumps(data)
     event_json = outcome.event_json
-    if event_json is None and outcome.event is not None and outcome.kind is REJECTED:
+    if event_json is None and outcome.event is not None and kind is REJECTED:
         event_json = orjson.dumps(outcome.event)
     transaction_id = None
-    if not child_checks and outcome.kind is EVENT:  # for the parent's repeat check
+    if not child_checks and kind is EVENT:  # for the parent's repeat check
         transaction_id = outcome.event["transaction_id"]
-    return (_KIND_NUMBER[outcome.kind], record.file, record.line, record.seq, record.line_seq,
-            record.last_on_line, outcome.final, event_json, outcome.event_type,
+    return (0 if kind is EVENT else _KIND_NUMBER[kind], record.file, record.line, record.seq,
+            record.line_seq, record.last_on_line, outcome.final, event_json, outcome.event_type,
             outcome.timestamp, outcome.stage, outcome.code, outcome.reason, outcome.mapping,
             body, record.raw, record.origin, transaction_id)
 
@@ -129,7 +130,7 @@ def _child(fd: int, job: "ReaderProcess", feed_fd: int | None, lane: Lane | None
 
     def send_chunk() -> None:
         flush_unread()
-        send(("outcomes", chunk[:], sum(c.count for c in counters)))
+        send(("outcomes", chunk, sum(c.count for c in counters)))  # pickled: free to reuse
         chunk.clear()
 
     files_done = [0]  # so the input being read is number files_done[0]
