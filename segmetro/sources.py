@@ -973,7 +973,7 @@ def expected_events(inputs: InputSet, needles: tuple[bytes, ...] | None = None,
     events = stored = 0
     for source in local[::max(1, len(local) // sample)]:
         head = _head(source.path)
-        if head is None or not head.stored:
+        if head is None or not head.data:  # unreadable, or nothing in its first bytes
             continue
         lines = head.data.split(b"\n")
         if len(lines) > 1:

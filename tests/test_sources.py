@@ -111,4 +111,14 @@ def test_the_repeat_check_is_sized_from_the_inputs_before_it_starts(write):
     estimate = expected_events(expand_inputs(many), needles)  # from the heads of 34 of them
     assert tracks * 0.8 <= estimate <= tracks * 1.25, estimate
     empty = write("empty.jsonl", b"")
-    assert expected_events(expand_inputs([empty]), needles) == 0
+    empty_gzip = write("empty.jsonl.gz", gzip.compress(b""))  # a header, no lines
+    assert expected_events(expand_inputs([empty, empty_gzip]), needles) == 0
+
+
+def test_an_empty_gzipped_input_is_read_as_no_records(write, run):
+    from conftest import SAMPLE_NOW
+
+    path = write("empty.jsonl.gz", gzip.compress(b""))
+    for command in (("send", "--dry-run"), ("map", "-o", "/dev/null"), ("validate",)):
+        result = run(*command, path, "--now", SAMPLE_NOW)
+        assert result.exit_code == 0, (command, result.stderr)
