@@ -943,12 +943,13 @@ def _head(path: str) -> Head | None:
             stored = len(head) - len(inflater.unconsumed_tail)
             # The head's ratio undercounts (a stream starts with its tables and no history).
             # The trailer holds the last member's size modulo 2**32: taken at the multiple of
-            # 2**32 nearest the ratio's guess, as concatenated members leave only their last's.
+            # 2**32 nearest the ratio's guess, as concatenated members leave only their last's,
+            # and believed up to 4 times the guess (a cut-off file ends in no trailer at all).
             guess = size * len(data) // max(stored, 1)
             handle.seek(max(size - 4, 0))
             trailer = int.from_bytes(handle.read(4), "little")
-            wraps = max(0, (guess - trailer + (1 << 31)) >> 32)
-            return Head(data, True, stored, max(guess, trailer + (wraps << 32)))
+            trailer += max(0, (guess - trailer + (1 << 31)) >> 32) << 32
+            return Head(data, True, stored, max(guess, min(trailer, 4 * guess)))
     except (OSError, *_INFLATE_ERRORS):
         return None
 
@@ -966,7 +967,8 @@ def expected_events(inputs: InputSet, needles: tuple[bytes, ...] | None = None,
     starts (growing it moves every id again). From the heads of up to ``sample`` local files,
     evenly spread: each one's lines (its inflated size over its head's mean line) times the
     share of its head's lines holding a needle, per byte on disk, times the local files' bytes.
-    An object, unread yet: its size over 256 bytes. A guess, never a limit."""
+    An object, unread yet: its size over 256 bytes. No more than ``--limit``. A guess, never a
+    limit itself."""
     local = [source for source in inputs.files
              if source.path != STDIN and not is_object(source) and source.size]
     total = sum((source.size or 0) // 256 for source in inputs.files if is_object(source))
@@ -982,7 +984,7 @@ def expected_events(inputs: InputSet, needles: tuple[bytes, ...] | None = None,
         stored += source.size
     if stored:
         total += int(events * sum(source.size for source in local) / stored)
-    return total
+    return total if inputs.limit is None else min(total, inputs.limit)
 
 
 def _starts_with_a_record(head: Head) -> bool:

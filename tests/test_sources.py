@@ -110,6 +110,11 @@ def test_the_repeat_check_is_sized_from_the_inputs_before_it_starts(write):
     many = [write(f"day/{n:03d}.jsonl", jsonl(*lines[n * 400:(n + 1) * 400])) for n in range(100)]
     estimate = expected_events(expand_inputs(many), needles)  # from the heads of 34 of them
     assert tracks * 0.8 <= estimate <= tracks * 1.25, estimate
+    cut = write("cut.gz", gzip.compress(jsonl(*lines))[:-200])  # its trailer is gone
+    assert expected_events(expand_inputs([cut]), needles) <= 4 * tracks
+    trial = expand_inputs([plain])
+    trial.limit = 10  # --limit 10: a trial run sizes for no more
+    assert expected_events(trial, needles) == 10
     empty = write("empty.jsonl", b"")
     empty_gzip = write("empty.jsonl.gz", gzip.compress(b""))  # a header, no lines
     assert expected_events(expand_inputs([empty, empty_gzip]), needles) == 0
