@@ -49,6 +49,15 @@ class InputError(Exception):
     """An input named on the command line that cannot be used (missing, unreadable)."""
 
 
+def _special_kind(mode: int) -> str:
+    """What a file that is not a regular one is, for a message."""
+    if stat.S_ISFIFO(mode):
+        return "a pipe (as <(…) makes)"
+    if stat.S_ISCHR(mode) or stat.S_ISBLK(mode):
+        return "a device"
+    return "a socket" if stat.S_ISSOCK(mode) else "a special file"
+
+
 class InputVanished(InternalError):
     """An input that was there when the run started cannot be read any more (exit 70)."""
 
@@ -227,6 +236,10 @@ class _Expansion:
             if not self.days.prunes(path, name):
                 self.walk(path, info)
         elif not stat.S_ISREG(info.st_mode):
+            if not in_walk:  # named on the command line: skipping it would be a silent no-op
+                raise InputError(
+                    f"{path}: {_special_kind(info.st_mode)}, not a regular file; give a stream "
+                    f"as stdin instead: the input `-`, with `< {path}` or a pipe")
             self.skipped.append(path)
         elif in_walk and is_own_output(name):
             self.left_out.append(f"{path}: a segmetro rejects file")

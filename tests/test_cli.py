@@ -118,6 +118,21 @@ def test_skipped_files_are_counted(run, write, tmp_path):
     assert summary["events"] == 1 and summary["files_skipped"][0].endswith("dummy-object.txt")
 
 
+def test_a_named_pipe_given_as_an_input_is_refused_not_skipped(run, write, tmp_path):
+    """``segmetro send <(zcat day.gz)`` from cron must not end in exit 0 having read nothing;
+    in a directory, a pipe is skipped and counted, as any file that is not event data."""
+    pipe = tmp_path / "logs" / "feed.jsonl"
+    write("logs/a.jsonl", jsonl(track(1)))
+    os.mkfifo(pipe)
+    result = run("send", pipe, "--dry-run", *NOW)
+    assert result.exit_code == 2
+    assert f"{pipe}: a pipe (as <(…) makes), not a regular file" in result.stderr
+    assert "the input `-`" in result.stderr
+    result = run("send", tmp_path / "logs", "--dry-run", *NOW, "--json")
+    summary = orjson.loads(result.stdout)
+    assert summary["events"] == 1 and summary["files_skipped"] == [str(pipe)]
+
+
 @pytest.mark.parametrize("args, message", [
     (["send", "missing.jsonl", "--dry-run"], "missing.jsonl: no such file or directory"),
     (["send", "nothing-*.jsonl", "--dry-run"], "matches no file"),
