@@ -11,7 +11,10 @@ from __future__ import annotations
 
 import functools
 import os
-import ssl
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import ssl
 
 CA_VARIABLES = ("REQUESTS_CA_BUNDLE", "SSL_CERT_FILE")
 
@@ -42,6 +45,8 @@ def ca_bundle() -> str | None:
 
 @functools.lru_cache(maxsize=4)
 def _context(cafile: str | None, capath: str | None) -> ssl.SSLContext:
+    import ssl  # here, not at start-up: runs over local files never need it
+
     if cafile is None and capath is None:
         return ssl.create_default_context()
     try:
@@ -92,6 +97,8 @@ def _register_credentials(proxy: str) -> None:
 def untrusted_certificate(error: BaseException | None) -> str | None:
     """Why the server's TLS certificate was refused, when that is what ``error`` is (or was
     raised from): a TLS-inspecting proxy's certificate, a private CA."""
+    import ssl
+
     seen: set[int] = set()
     while error is not None and id(error) not in seen:
         seen.add(id(error))

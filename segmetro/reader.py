@@ -29,7 +29,6 @@ terminates the child.
 
 from __future__ import annotations
 
-import asyncio
 import bisect
 import fcntl
 import os
@@ -223,6 +222,8 @@ class ReaderProcess:
     async def messages(self, queue_size: int = 8) -> AsyncIterator[tuple]:
         """Each message the child sends. A task of its own drains the pipe into a queue, so the
         child keeps reading while the parent waits for room to send."""
+        import asyncio  # here, not at start-up: only a send reads this way
+
         queue: asyncio.Queue = asyncio.Queue(queue_size)
 
         async def pump() -> None:
@@ -352,6 +353,8 @@ class ReaderProcess:
 
     async def _read(self) -> AsyncIterator[tuple]:
         """Each message the child sends, read without blocking the event loop."""
+        import asyncio
+
         read_fd = self.start()
         loop = asyncio.get_running_loop()
         reader = asyncio.StreamReader(limit=1 << 20, loop=loop)  # pauses the pipe at 2 MiB
