@@ -939,7 +939,6 @@ _PEEK = 1 << 16  # bytes of each file that decide how lanes share it
 class Head(NamedTuple):
     data: bytes  # a file's first ``_PEEK`` bytes, inflated if it is gzipped
     gzipped: bool
-    stored: int  # the bytes of the file they come from
     inflated: int  # about how many bytes the whole file holds, inflated
 
 
@@ -950,7 +949,7 @@ def _head(path: str) -> Head | None:
             head = handle.read(_PEEK)
             size = os.fstat(handle.fileno()).st_size
             if head[:2] != GZIP_MAGIC:
-                return Head(head, False, len(head), size)
+                return Head(head, False, size)
             inflater = _inflate.decompressobj(wbits=31)
             data = inflater.decompress(head, _PEEK)
             stored = len(head) - len(inflater.unconsumed_tail)
@@ -962,7 +961,7 @@ def _head(path: str) -> Head | None:
             handle.seek(max(size - 4, 0))
             trailer = int.from_bytes(handle.read(4), "little")
             trailer += max(0, (guess - trailer + (1 << 31)) >> 32) << 32
-            return Head(data, True, stored, max(guess, min(trailer, 4 * guess)))
+            return Head(data, True, max(guess, min(trailer, 4 * guess)))
     except (OSError, *_INFLATE_ERRORS):
         return None
 
@@ -986,7 +985,7 @@ def expected_events(inputs: InputSet, needles: tuple[bytes, ...] | None = None,
              if source.path != STDIN and not is_object(source) and source.size]
     total = sum((source.size or 0) // 256 for source in inputs.files if is_object(source))
     events = stored = 0
-    for source in local[::max(1, len(local) // sample)]:
+    for source in local[::-(-len(local) // sample) or 1]:  # at most ``sample`` of them
         head = _head(source.path)
         if head is None or not head.data:  # unreadable, or nothing in its first bytes
             continue
