@@ -758,19 +758,18 @@ def map_command(inputs, mapping_path, output, as_json, now_ms, backdate_days, re
     to_stdout = output == "-"
     stream = sys.stdout.buffer if to_stdout else open_output("-o/--output", output, flow.inputs)
     where = "standard output" if to_stdout else f"-o {output}"
-    dumps = orjson.dumps
     write = stream.write
 
-    def on_event(event: dict) -> None:
+    def on_events(jsons: list[bytes]) -> None:
         try:
-            write(dumps(event) + b"\n")
+            write(b"\n".join(jsons) + b"\n")
         except OSError as error:
             raise InternalError(f"writing {where}: {error.strerror or error}") from None
 
     # No bar over events scrolling past on the same terminal.
     shown = not to_stdout or not sys.stdout.isatty()
     with progress_display(terminal, flow, shown) as tick:
-        report = run_local(flow, tick=tick, on_event=on_event)
+        report = run_local(flow, tick=tick, on_events=on_events)
     try:
         stream.flush()
         if not to_stdout:

@@ -129,6 +129,32 @@ class SeenIds:
             self._grow()
         return self.NEW
 
+    def check_many(self, txids: list[str], contents: list[bytes], base: int, lines: list[int]
+                   ) -> dict[int, int | str]:
+        """``check`` of each id in turn, the n-th at ``base + lines[n]``: the answers that are
+        not NEW, by index (most often none)."""
+        odd: dict[int, int | str] = {}
+        keys, values, capacity = self._keys, self._values, self._capacity
+        room = self._limit - self.count
+        for index, txid in enumerate(txids):
+            key = hash(txid) & _MASK64 or 1
+            slot = key % capacity
+            found = keys[slot]
+            if found == 0 and room > 0:  # the usual case, inline: an empty slot at once
+                keys[slot] = key
+                values[slot] = ((hash(contents[index]) & _CONTENT_MASK) << _PLACE_BITS) | \
+                    ((base + lines[index]) & _PLACE_MASK)
+                room -= 1
+                continue
+            self.count = self._limit - room
+            answer = self.check(txid, contents[index], (base + lines[index]) & _PLACE_MASK)
+            keys, values, capacity = self._keys, self._values, self._capacity  # it may grow
+            room = self._limit - self.count
+            if answer != 0:
+                odd[index] = answer
+        self.count = self._limit - room
+        return odd
+
     def _grow(self) -> None:
         old_keys, old_values = self._keys, self._values
         factor = 2 if self._capacity < SMALL else GROWTH

@@ -97,6 +97,23 @@ class RepeatCheck:
             self._file = record.file
             self._base = self.seen.place(record.file, 0)
         first = self.seen.check(transaction_id, body, self._base + record.line)
+        return self.verdict(first, record, event, body, transaction_id, mapping, final,
+                            event_type, timestamp)
+
+    def check_run(self, file: str, lines: list[int], transaction_ids: list[str],
+                  bodies: list[bytes]) -> dict[int, int | str]:
+        """The check of events at ``lines`` of ``file``, in turn: what ``SeenIds.check`` said
+        of those that are not new, by index."""
+        if file != self._file:
+            self._file = file
+            self._base = self.seen.place(file, 0)
+        return self.seen.check_many(transaction_ids, bodies, self._base, lines)
+
+    @staticmethod
+    def verdict(first: int | str, record: SegmentRecord, event, body: bytes,
+                transaction_id: str, mapping: str | None, final: bool, event_type: str,
+                timestamp: str) -> Outcome:
+        """The outcome of an event the check answered ``first`` for."""
         if first == SeenIds.NEW:
             return Outcome(EVENT, record, event, None, None, None, mapping, final, body,
                            event_type, timestamp)
@@ -221,6 +238,20 @@ class Tally:
             self.outside_window[outcome.mapping] += 1
         else:
             self.reject(outcome, outcome.stage, outcome.code, outcome.reason)
+
+    def count_run(self, file: str, first: int, last: int, event_types: list[str],
+                  timestamps: list[str]) -> None:
+        """Count a stretch of one-record lines of ``file``, ``first`` to ``last``: a valid event
+        each of ``event_types``, the other lines unread (as ``count`` would, one at a time)."""
+        count = last - first + 1
+        self.records += count
+        self.lines += count - (first == self._last_line and file == self._last_file)
+        self._last_line, self._last_file = last, file
+        if count > len(event_types):
+            self.skipped_by_type[UNREAD_TYPE] += count - len(event_types)
+        self.events += len(event_types)
+        self.by_event_type.update(event_types)
+        self.by_day.update([timestamp[:10] for timestamp in timestamps])
 
     def reject(self, outcome: Outcome, stage: str, code: str | None, reason: str | None) -> None:
         if code in ("timestamp-too-old", "timestamp-in-future"):

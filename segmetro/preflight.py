@@ -35,20 +35,19 @@ def assess(flow: Flow, account: Account, by_day: bool = False, sample: int = 0,
     rng = random.Random(seed)
     seen = [0]
 
-    def on_event(event: Any) -> None:
-        if event.__class__ is orjson.Fragment:  # from the reader process: the JSON as made
-            event = orjson.loads(orjson.dumps(event))
-        epoch_ms = parse_rfc3339(event["timestamp"])
-        if assessment.add(event, epoch_ms) and sample:
-            seen[0] += 1
-            if len(chosen) < sample:
-                chosen.append(event["transaction_id"])
-            else:
-                slot = rng.randrange(seen[0])
-                if slot < sample:
-                    chosen[slot] = event["transaction_id"]
+    def on_events(jsons: list[bytes]) -> None:
+        for event in map(orjson.loads, jsons):
+            epoch_ms = parse_rfc3339(event["timestamp"])
+            if assessment.add(event, epoch_ms) and sample:
+                seen[0] += 1
+                if len(chosen) < sample:
+                    chosen.append(event["transaction_id"])
+                else:
+                    slot = rng.randrange(seen[0])
+                    if slot < sample:
+                        chosen[slot] = event["transaction_id"]
 
-    report = run_local(flow, on_event=on_event)
+    report = run_local(flow, on_events=on_events)
     return report, assessment, chosen
 
 

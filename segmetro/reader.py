@@ -56,6 +56,8 @@ _AFTER_LINES = float("inf")
 _HEADER = struct.Struct("<I")
 _KINDS = (EVENT, SKIPPED, REJECTED, DUPLICATE, OUTSIDE)
 _UNREAD_RUN = 9  # an entry standing for a run of unread lines
+EVENT_RUN = 10  # an entry standing for events of consecutive one-record lines (see _Runs)
+RUN_MAX = 128  # events an event run holds at most
 _KIND_NUMBER = {kind: number for number, kind in enumerate(_KINDS)}  # EVENT is 0 (see _encode)
 
 
@@ -79,6 +81,91 @@ def _encode(outcome: Outcome, child_checks: bool = True) -> tuple:
             record.line_seq, record.last_on_line, outcome.final, event_json, outcome.event_type,
             outcome.timestamp, outcome.stage, outcome.code, outcome.reason, outcome.mapping,
             body, record.raw, record.origin, transaction_id)
+
+
+class _Entries:
+    """A frame's entries, as the child makes them from its outcomes, in order.
+
+    Most outcomes become one flat tuple each (``_encode``). A run of unread lines is one entry.
+    And the usual export line, one record that maps to one valid event, joins an event run:
+    the events of a stretch of consecutive one-record lines, the lines between them unread,
+    sent as columns, ``(EVENT_RUN, file, first line, first seq, events, None, True, event
+    JSONs, event types, timestamps, mappings, record lines, line numbers, transaction ids or
+    None)``; a line's seq is the first seq plus its distance from the first line. The parent
+    takes a run in bulk (``run.Flow.event_jsons``) or as outcomes (``run_outcomes``)."""
+
+    def __init__(self, child_checks: bool):
+        self.entries: list = []
+        self.weight = 0  # outcomes in the entries, a run's events each counted
+        self.ids = not child_checks  # the parent's repeat check needs each event's id
+        self.unread = 0  # pending unread lines (not yet an entry), and the last one's record
+        self.unread_last: SegmentRecord | None = None
+        self.columns: tuple | None = None  # the open run's
+        self.file: str | None = None
+        self.first = self.seq = self.next = 0  # the run's first line and seq; its next line
+        self.after_final = True  # the outcome before was its record's last
+
+    def skip(self, outcome: Outcome) -> None:
+        """A run of unread lines (``outcome.repeat`` of them)."""
+        if self.unread and outcome.record.file is not self.unread_last.file:
+            self.flush_unread()
+        self.unread += outcome.repeat
+        self.unread_last = outcome.record
+
+    def add(self, outcome: Outcome, child_checks: bool) -> None:
+        record = outcome.record
+        sole, self.after_final = self.after_final, outcome.final
+        if outcome.kind is not EVENT or not outcome.final or not sole or \
+                record.line_seq >= 0 or record.text is None or record.origin is not None:
+            self.flush_unread()
+            self.close()
+            self.entries.append(_encode(outcome, child_checks))
+            self.weight += 1
+            return
+        line = record.line
+        if self.columns is None or record.file != self.file or \
+                line != self.next + self.unread or record.seq - line != self.seq - self.first or \
+                len(self.columns[0]) >= RUN_MAX:
+            # not the next line of the open run, counting any unread lines between
+            self.close()
+            self.flush_unread()
+            self.columns = ([], [], [], [], [], [], [] if self.ids else None)
+            self.file, self.first, self.seq = record.file, line, record.seq
+        self.unread = 0  # those lines are inside the run
+        self.next = line + 1
+        jsons, types, stamps, mappings, texts, lines, ids = self.columns
+        jsons.append(outcome.event_json)
+        types.append(outcome.event_type)
+        stamps.append(outcome.timestamp)
+        mappings.append(outcome.mapping)
+        texts.append(record.text)
+        lines.append(line)
+        if ids is not None:
+            ids.append(outcome.event["transaction_id"])
+        self.weight += 1
+
+    def close(self) -> None:
+        """Close the open run (pending unread lines after it stay pending)."""
+        columns = self.columns
+        if columns is not None:
+            self.entries.append((EVENT_RUN, self.file, self.first, self.seq, len(columns[0]),
+                                 None, True, *columns))
+            self.columns = None
+
+    def flush_unread(self) -> None:
+        if self.unread:
+            self.close()
+            record = self.unread_last
+            self.entries.append((_UNREAD_RUN, self.unread, record.file, record.line, record.seq,
+                                 record.line_seq, record.last_on_line))
+            self.unread = 0
+
+    def take(self) -> list:
+        """Every entry so far; the next frame starts empty."""
+        self.close()
+        self.flush_unread()
+        entries, self.entries, self.weight = self.entries, [], 0
+        return entries
 
 
 def _pipe() -> tuple[int, int]:
@@ -117,20 +204,11 @@ def _child(fd: int, job: "ReaderProcess", feed_fd: int | None, lane: Lane | None
         out.write(_HEADER.pack(len(payload)) + payload)
 
     counters: list[ByteCounter] = []
-    chunk: list = []
-    unread = [0, None]  # a run of unread lines: how many, and the last one's record
-
-    def flush_unread() -> None:
-        count, record = unread
-        if count:
-            chunk.append((_UNREAD_RUN, count, record.file, record.line, record.seq,
-                          record.line_seq, record.last_on_line))
-            unread[0] = 0
+    child_checks = job.repeats is None  # the repeat check, here or in the parent
+    entries = _Entries(child_checks)
 
     def send_chunk() -> None:
-        flush_unread()
-        send(("outcomes", chunk, sum(c.count for c in counters)))  # pickled: free to reuse
-        chunk.clear()
+        send(("outcomes", entries.take(), sum(c.count for c in counters)))
 
     files_done = [0]  # so the input being read is number files_done[0]
 
@@ -143,21 +221,17 @@ def _child(fd: int, job: "ReaderProcess", feed_fd: int | None, lane: Lane | None
         mappings = parse_mapping(job.mappings.text, job.mappings.source)
         fetcher = FedObjects(feed_fd) if feed_fd is not None else None
         records = read_records(job.inputs, counters, file_done, mappings.needles, fetcher, lane)
-        child_checks = job.repeats is None  # the repeat check, here or in the parent
         repeats = RepeatCheck(expected_events(job.inputs, mappings.needles)) \
             if child_checks else None
+        skip, add = entries.skip, entries.add
         for outcome in process(records, mappings, job.window, job.span, repeats=repeats):
             if outcome.record.data is UNREAD:  # sent as one entry per run, not one per line
-                if unread[0] and outcome.record.file is not unread[1].file:
-                    flush_unread()
-                unread[0] += outcome.repeat
-                unread[1] = outcome.record
-                if unread[0] >= 65536:
+                skip(outcome)
+                if entries.unread >= 65536:
                     send_chunk()
                 continue
-            flush_unread()
-            chunk.append(_encode(outcome, child_checks))
-            if len(chunk) >= CHUNK and outcome.final:  # a record's outcomes stay together
+            add(outcome, child_checks)
+            if entries.weight >= CHUNK and outcome.final:  # a record's outcomes stay together
                 send_chunk()
         send_chunk()
         send(("end", sum(c.count for c in counters)))
@@ -314,6 +388,7 @@ class ReaderProcess:
         heads = [next(stream, None) for stream in streams]  # (keys, items), None: ended
         at = [0] * len(streams)
         chunk: list = []
+        weight = 0  # outcomes in chunk (an event run's each counted)
         lanes_done: dict[str, int] = {}
         while True:
             live = [(heads[index][0][at[index]], index) for index in range(len(streams))
@@ -329,6 +404,7 @@ class ReaderProcess:
                 kind = item[0]
                 if kind.__class__ is not str:
                     chunk.append(item)
+                    weight += item[4] if kind == EVENT_RUN else 1
                 elif kind == "error":
                     if chunk:
                         yield ("outcomes", chunk, progress(read))
@@ -338,15 +414,15 @@ class ReaderProcess:
                     if lanes_done[item[1]] == len(streams):
                         if chunk:
                             yield ("outcomes", chunk, progress(read))
-                            chunk = []
+                            chunk, weight = [], 0
                         yield item
                 # "end": the merge ends after every lane's
             at[index] = stop
             if stop == len(keys):
                 heads[index], at[index] = next(streams[index], None), 0
-            if len(chunk) >= CHUNK and (chunk[-1][0] == _UNREAD_RUN or chunk[-1][6]):
+            if weight >= CHUNK and (chunk[-1][0] == _UNREAD_RUN or chunk[-1][6]):
                 yield ("outcomes", chunk, progress(read))  # a record's outcomes stay together
-                chunk = []
+                chunk, weight = [], 0
         if chunk:
             yield ("outcomes", chunk, progress(read))
         yield ("end", progress(read))
@@ -415,6 +491,9 @@ def decode(chunk: list, repeats: RepeatCheck | None = None) -> list[Outcome]:
     outcomes = []
     record = None
     for entry in chunk:
+        if entry[0] == EVENT_RUN:
+            outcomes += run_outcomes(entry, repeats)
+            continue
         if entry[0] == _UNREAD_RUN:
             _, count, file, line, seq, line_seq, last_on_line = entry
             last = SegmentRecord(file, line, seq, None, line_seq=line_seq,
@@ -434,4 +513,33 @@ def decode(chunk: list, repeats: RepeatCheck | None = None) -> list[Outcome]:
             continue
         outcomes.append(Outcome(_KINDS[kind], record, event, stage, code, reason, mapping,
                                 final, event_json, event_type, timestamp))
+    return outcomes
+
+
+def run_outcomes(entry: tuple, repeats: RepeatCheck | None = None,
+                 answers: dict[int, int | str] | None = None) -> list[Outcome]:
+    """An event run's outcomes (see ``_Entries``), unread lines between its events included.
+    With ``repeats``, each event meets the repeat check, unless ``answers`` holds what it
+    already said of those that are not new."""
+    _, file, first, seq, _, _, _, jsons, types, stamps, mappings, texts, lines, ids = entry
+    if answers is None and ids is not None and repeats is not None:
+        answers = repeats.check_run(file, lines, ids, jsons)
+    delta = seq - first
+    outcomes = []
+    after = first  # the line after the last outcome's
+    for index, line in enumerate(lines):
+        if line > after:
+            outcomes.append(Outcome(SKIPPED, SegmentRecord(file, line - 1, line - 1 + delta, None),
+                                    code=UNREAD_TYPE, repeat=line - after))
+        after = line + 1
+        record = SegmentRecord(file, line, line + delta, orjson.Fragment(texts[index]))
+        event_json = jsons[index]
+        event = orjson.Fragment(event_json)
+        if answers and index in answers:
+            outcomes.append(RepeatCheck.verdict(answers[index], record, event, event_json,
+                                                ids[index], mappings[index], True, types[index],
+                                                stamps[index]))
+        else:
+            outcomes.append(Outcome(EVENT, record, event, None, None, None, mappings[index],
+                                    True, event_json, types[index], stamps[index]))
     return outcomes

@@ -11,13 +11,15 @@ import time
 from contextlib import contextmanager
 from typing import Callable, Iterator
 
+import orjson
+
 from segmetro.checkpoint import Ledger
 from segmetro.events import DAY_MS, Window
 from segmetro.mapping import MappingSet
 from segmetro.pipeline import EVENT, REJECTED, Outcome, RepeatCheck, Span, Tally, process
 from segmetro.rejects import RejectsFile
 from segmetro.summary import RunReport
-from segmetro.reader import ReaderProcess, decode, use_reader_process
+from segmetro.reader import EVENT_RUN, ReaderProcess, decode, run_outcomes, use_reader_process
 from segmetro.sources import ByteCounter, InputSet, expected_events, read_records
 from segmetro.status import failure
 from segmetro.timestamps import format_ms
@@ -114,6 +116,50 @@ class Flow:
             if tick is not None and not index % TICK_EVERY:
                 tick(tally, self.bytes_read())
 
+    def event_jsons(self, tick: Tick | None = None) -> Iterator[list[bytes]]:
+        """The JSON of each valid event, in input order, a list at a time; every outcome taken
+        into account (as ``outcomes``) before its list is yielded. From a reader process, runs
+        of plain events are taken in bulk: counted, checked for repeats, their JSON passed on
+        as it came, with no outcome made for each."""
+        if not use_reader_process() or self.ledger is not None:
+            for outcome in self.outcomes(tick):
+                yield [outcome.event_json]
+            return
+        take, tally = self.take, self.report.tally
+        self.remote_bytes_read = 0
+        reader = ReaderProcess(self.inputs, self.mappings, self.window, self.span,
+                               uploading=False)
+        repeats = reader.repeats
+        for message in reader.messages_sync():
+            if message[0] != "outcomes":
+                continue
+            self.remote_bytes_read = message[2]
+            jsons: list[bytes] = []
+            entries: list = []  # entries one at a time, decoded together
+            for entry in message[1]:
+                if entry[0] != EVENT_RUN:
+                    entries.append(entry)
+                    continue
+                if entries:
+                    jsons += [outcome.event_json for outcome in decode(entries, repeats)
+                              if take(outcome)]
+                    entries = []
+                (_, file, first, _, _, _, _, run_jsons, types, stamps, _, _, lines, ids) = entry
+                answers = repeats.check_run(file, lines, ids, run_jsons)
+                if answers:  # a repeat among them: each becomes an outcome
+                    jsons += [outcome.event_json for outcome in
+                              run_outcomes(entry, repeats, answers) if take(outcome)]
+                else:
+                    tally.count_run(file, first, lines[-1], types, stamps)
+                    jsons += run_jsons
+            if entries:
+                jsons += [outcome.event_json for outcome in decode(entries, repeats)
+                          if take(outcome)]
+            if jsons:
+                yield jsons
+            if tick is not None:
+                tick(tally, self.remote_bytes_read)
+
     def _outcomes_from_reader(self, tick: Tick | None) -> Iterator[Outcome]:
         take, ledger, tally = self.take, self.ledger, self.report.tally
         self.remote_bytes_read = 0
@@ -177,19 +223,19 @@ def since_hint(tally: Tally, window: Window) -> str | None:
 
 
 def run_local(flow: Flow, show: int = 0, tick: Tick | None = None,
-              on_event: Callable[[dict], None] | None = None) -> RunReport:
-    """Read, map and validate everything; ``on_event`` receives each valid event. Anything
-    unexpected (an input that vanished, an output that cannot be written, a bug) ends the run
-    with its status in the report, after what was done so far is made durable."""
+              on_events: Callable[[list[bytes]], None] | None = None) -> RunReport:
+    """Read, map and validate everything; ``on_events`` receives the valid events' JSON, a
+    list at a time, in input order. Anything unexpected (an input that vanished, an output that
+    cannot be written, a bug) ends the run with its status in the report, after what was done
+    so far is made durable."""
     examples = flow.report.examples
     with stop_signals_raise():
         try:
-            for outcome in flow.outcomes(tick):
-                event = outcome.event
+            for jsons in flow.event_jsons(tick):
                 if len(examples) < show:
-                    examples.append(event)
-                if on_event is not None:
-                    on_event(event)
+                    examples += map(orjson.loads, jsons[:show - len(examples)])
+                if on_events is not None:
+                    on_events(jsons)
         except Interrupted as stop:
             flow.report.interrupted = stop.signum
         except Exception as error:  # noqa: BLE001 - the run's one error boundary

@@ -132,6 +132,65 @@ def test_the_reader_process_counts_runs_of_unread_lines_as_one_process_does(run,
     assert summaries[0]["skipped_by_type"][UNREAD_TYPE] > 2000
 
 
+@pytest.mark.parametrize("gzipped", [False, True])
+def test_map_through_reader_lanes_writes_and_counts_what_one_process_does(
+        run, write, monkeypatch, tmp_path, gzipped):
+    """Runs of plain events travel and are taken in bulk (``reader._Entries``); around them are
+    unread lines, blank lines, batch lines, bad JSON, rejected and repeated events. Through one
+    reader, two lanes cutting the file, or no reader process, ``map`` writes the same events,
+    rejects the same records and prints the same summary."""
+    import random
+
+    import orjson
+
+    rng = random.Random(5)
+    rows, tracks = [], [0]
+    for n in range(4000):
+        roll = rng.random()
+        if roll < 0.55:
+            rows.append(line("track", "Tokens Used", "Home", 0, n))
+            tracks.append(n)
+        elif roll < 0.85:
+            rows.append(line("identify", "Signed Up", "Home", 0, n))
+        elif roll < 0.88:
+            rows.append("")
+        elif roll < 0.9:
+            rows.append('{"batch": [' + line("track", "Tokens Used", "B", 0, n) + ', ' +
+                        line("page", "x", "P", 0, n) + ']}')
+        elif roll < 0.92:
+            rows.append("{broken")
+        elif roll < 0.94:  # an id again: the same event (a duplicate) or another (a conflict)
+            again = line("track", "Tokens Used", "Home", 0, rng.choice(tracks))
+            rows.append(again if roll < 0.93 else again.replace("10:00:00Z", "11:00:00Z"))
+        elif roll < 0.96:  # too old for Metronome: a validate rejection
+            rows.append(line("track", "Tokens Used", "Home", 0, n).replace("2026-11-20",
+                                                                          "2026-01-20"))
+        else:
+            rows.append(line("page", "x", "Pricing", 0, n))
+    text = ("\n".join(rows) + "\n").encode()
+    path = write("in.jsonl.gz" if gzipped else "in.jsonl", gzip.compress(text) if gzipped
+                 else text)
+    write("m.yaml", MAPPINGS.text)
+    monkeypatch.setattr(sources, "LANE_SEGMENT", 4096)
+    results = []
+    for process, lanes in (("0", "1"), ("1", "1"), ("1", "2")):
+        monkeypatch.setenv("SEGMETRO_READER_PROCESS", process)
+        monkeypatch.setenv("SEGMETRO_READER_LANES", lanes)
+        result = run("map", path, "-m", "m.yaml", "--now", "2026-11-25T00:00:00Z", "-o",
+                     "out.jsonl", "--rejects", "r.jsonl", "--json")
+        summary = orjson.loads(result.stderr)
+        del summary["elapsed_seconds"]
+        rejects = list(map(orjson.loads, (tmp_path / "r.jsonl").read_bytes().splitlines()))
+        results.append(((tmp_path / "out.jsonl").read_bytes(), rejects, summary))
+        (tmp_path / "r.jsonl").unlink()
+    assert results[0] == results[1] == results[2]
+    summary = results[0][2]
+    assert summary["duplicates"] > 10 and summary["rejected_by_reason"]
+    assert {r["code"] for r in summary["rejected_by_reason"]} == {
+        "invalid-json", "conflicting-transaction-id", "timestamp-too-old"}
+    assert summary["skipped_by_type"][UNREAD_TYPE] > 1000 and summary["events"] > 2000
+
+
 POOL = [line("identify", "Signed Up", "Home", 0), line("track", "Tokens Used", "Home", 0),
         line("track", "Tokens Used", "Home", 1), line("page", "x", "Pricing", 0),
         line("track", "Search", "Home", 0) + "\r", line("track", "Search", "Home", 0) + "  ",
@@ -195,7 +254,7 @@ def test_a_long_export_is_searched_in_runs(tmp_path):
 def reader_entries(inputs, lanes, monkeypatch, sharing="segments"):
     """Every outcome a reader process (or two lanes of them, sharing the inputs as said) sends,
     in order."""
-    from segmetro.reader import _UNREAD_RUN, ReaderProcess
+    from segmetro.reader import _UNREAD_RUN, EVENT_RUN, ReaderProcess
 
     monkeypatch.setenv("SEGMETRO_READER_LANES", str(lanes))
     reader = ReaderProcess(inputs, MAPPINGS, WINDOW, uploading=False)
@@ -209,6 +268,13 @@ def reader_entries(inputs, lanes, monkeypatch, sharing="segments"):
             for entry in message[1]:
                 if entry[0] == _UNREAD_RUN:  # lanes may cut runs of unread lines elsewhere
                     unread[entry[2]] = unread.get(entry[2], 0) + entry[1]
+                elif entry[0] == EVENT_RUN:  # and runs of events: each as its own entry
+                    (_, file, first, seq, _, _, _, jsons, types, stamps, mappings, texts, lines,
+                     ids) = entry
+                    unread[file] = unread.get(file, 0) + lines[-1] - first + 1 - len(lines)
+                    entries += [(0, file, line, seq + line - first, -1, True, True, jsons[n],
+                                 types[n], stamps[n], None, None, None, mappings[n], texts[n],
+                                 None, None, ids[n]) for n, line in enumerate(lines)]
                 else:
                     entries.append(entry)
     return entries, unread, done
