@@ -127,3 +127,35 @@ def test_an_empty_gzipped_input_is_read_as_no_records(write, run):
     for command in (("send", "--dry-run"), ("map", "-o", "/dev/null"), ("validate",)):
         result = run(*command, path, "--now", SAMPLE_NOW)
         assert result.exit_code == 0, (command, result.stderr)
+
+
+def test_the_repeat_checks_bulk_pass_answers_as_one_check_at_a_time():
+    """``SeenIds.check_many`` (a run of events at once, its common insert inline) answers what
+    ``check`` answers id by id, and leaves the same table, through many growths of it."""
+    import random
+
+    from segmetro.dedupe import SeenIds
+
+    for seed in range(10):
+        rng = random.Random(seed)
+        single, bulk = SeenIds(7), SeenIds(7)
+        base = single.place("a.jsonl", 0)
+        assert bulk.place("a.jsonl", 0) == base
+        line = 1
+        answers = 0
+        for _ in range(200):
+            count = rng.randint(1, 40)
+            ids = [f"id-{rng.randrange(2500)}" for _ in range(count)]
+            contents = [b"same" if rng.random() < 0.8 else b"other" for _ in range(count)]
+            lines = sorted(rng.sample(range(line, line + 3 * count), count))
+            line = lines[-1] + 1
+            expected = {}
+            for index, (txid, content) in enumerate(zip(ids, contents)):
+                answer = single.check(txid, content, base + lines[index])
+                if answer != SeenIds.NEW:
+                    expected[index] = answer
+            assert bulk.check_many(ids, contents, base, lines) == expected
+            answers += len(expected)
+        assert (bulk.count, bulk._capacity) == (single.count, single._capacity)
+        assert bulk._keys == single._keys and bulk._values == single._values
+        assert answers > 1000 and single._capacity > 2500  # repeats, conflicts, growths
