@@ -92,7 +92,7 @@ class _Entries:
     sent as columns, ``(EVENT_RUN, file, first line, first seq, events, None, True, event
     JSONs, event types, timestamps, mappings, record lines, line numbers, transaction ids or
     None)``; a line's seq is the first seq plus its distance from the first line. The parent
-    takes a run in bulk (``run.Flow.event_jsons``) or as outcomes (``run_outcomes``)."""
+    takes a run in bulk (``run.Flow.take_entries``) or as outcomes (``run_outcomes``)."""
 
     def __init__(self, child_checks: bool):
         self.entries: list = []
@@ -517,10 +517,12 @@ def decode(chunk: list, repeats: RepeatCheck | None = None) -> list[Outcome]:
 
 
 def run_outcomes(entry: tuple, repeats: RepeatCheck | None = None,
-                 answers: dict[int, int | str] | None = None) -> list[Outcome]:
-    """An event run's outcomes (see ``_Entries``), unread lines between its events included.
-    With ``repeats``, each event meets the repeat check, unless ``answers`` holds what it
-    already said of those that are not new."""
+                 answers: dict[int, int | str] | None = None, unread: bool = True
+                 ) -> list[Outcome]:
+    """An event run's outcomes (see ``_Entries``), the unread lines between its events
+    included unless ``unread`` is false (they were counted). With ``repeats``, each event meets
+    the repeat check, unless ``answers`` holds what it already said of those that are not
+    new."""
     _, file, first, seq, _, _, _, jsons, types, stamps, mappings, texts, lines, ids = entry
     if answers is None and ids is not None and repeats is not None:
         answers = repeats.check_run(file, lines, ids, jsons)
@@ -528,7 +530,7 @@ def run_outcomes(entry: tuple, repeats: RepeatCheck | None = None,
     outcomes = []
     after = first  # the line after the last outcome's
     for index, line in enumerate(lines):
-        if line > after:
+        if line > after and unread:
             outcomes.append(Outcome(SKIPPED, SegmentRecord(file, line - 1, line - 1 + delta, None),
                                     code=UNREAD_TYPE, repeat=line - after))
         after = line + 1

@@ -99,12 +99,9 @@ class Flow:
         return kind is EVENT
 
     def outcomes(self, tick: Tick | None = None) -> Iterator[Outcome]:
-        """Read, map and validate (in the reader process when there is a second core); every
-        outcome taken into account here, in input order, events yielded."""
+        """Read, map and validate in this process; every outcome taken into account here, in
+        input order, events yielded (a reader process's frames go through ``take_entries``)."""
         ledger, take, tally = self.ledger, self.take, self.report.tally
-        if use_reader_process():
-            yield from self._outcomes_from_reader(tick)
-            return
         records = read_records(self.inputs, self.counters,
                                ledger.file_read if ledger is not None else None,
                                self.mappings.needles)
@@ -121,60 +118,55 @@ class Flow:
         into account (as ``outcomes``) before its list is yielded. From a reader process, runs
         of plain events are taken in bulk: counted, checked for repeats, their JSON passed on
         as it came, with no outcome made for each."""
-        if not use_reader_process() or self.ledger is not None:
+        if not use_reader_process():
             for outcome in self.outcomes(tick):
                 yield [outcome.event_json]
             return
-        take, tally = self.take, self.report.tally
+        tally = self.report.tally
         self.remote_bytes_read = 0
         reader = ReaderProcess(self.inputs, self.mappings, self.window, self.span,
                                uploading=False)
-        repeats = reader.repeats
         for message in reader.messages_sync():
             if message[0] != "outcomes":
                 continue
             self.remote_bytes_read = message[2]
-            jsons: list[bytes] = []
-            entries: list = []  # entries one at a time, decoded together
-            for entry in message[1]:
-                if entry[0] != EVENT_RUN:
-                    entries.append(entry)
-                    continue
-                if entries:
-                    jsons += [outcome.event_json for outcome in decode(entries, repeats)
-                              if take(outcome)]
-                    entries = []
-                (_, file, first, _, _, _, _, run_jsons, types, stamps, _, _, lines, ids) = entry
-                answers = repeats.check_run(file, lines, ids, run_jsons)
-                if answers:  # a repeat among them: each becomes an outcome
-                    jsons += [outcome.event_json for outcome in
-                              run_outcomes(entry, repeats, answers) if take(outcome)]
-                else:
-                    tally.count_run(file, first, lines[-1], types, stamps)
-                    jsons += run_jsons
-            if entries:
-                jsons += [outcome.event_json for outcome in decode(entries, repeats)
-                          if take(outcome)]
+            jsons = self.take_entries(message[1], reader.repeats, outcomes=False)
             if jsons:
                 yield jsons
             if tick is not None:
                 tick(tally, self.remote_bytes_read)
 
-    def _outcomes_from_reader(self, tick: Tick | None) -> Iterator[Outcome]:
-        take, ledger, tally = self.take, self.ledger, self.report.tally
-        self.remote_bytes_read = 0
-        reader = ReaderProcess(self.inputs, self.mappings, self.window, self.span,
-                               uploading=False)
-        for message in reader.messages_sync():
-            if message[0] == "outcomes":
-                self.remote_bytes_read = message[2]
-                for outcome in decode(message[1], reader.repeats):
-                    if take(outcome):
-                        yield outcome
-                if tick is not None:
-                    tick(tally, self.remote_bytes_read)
-            elif message[0] == "file_done" and ledger is not None:
-                ledger.file_read(message[1])
+    def take_entries(self, entries: list, repeats: RepeatCheck | None, outcomes: bool) -> list:
+        """Account for a reader's frame (``reader._Entries``), in order, with ``repeats`` when
+        the repeat check is this process's; the valid events, as outcomes or as their JSON. A
+        run of plain events is counted in bulk, unless a checkpoint ledger follows each
+        outcome or the repeat check finds a repeat among them."""
+        take, tally = self.take, self.report.tally
+        events: list = []
+        pending: list = []  # entries decoded together (outcomes of a record share it)
+
+        def take_each(taken: list[Outcome]) -> None:
+            events.extend(outcome if outcomes else outcome.event_json
+                          for outcome in taken if take(outcome))
+
+        for entry in entries:
+            if entry[0] != EVENT_RUN or self.ledger is not None:
+                pending.append(entry)
+                continue
+            if pending:
+                take_each(decode(pending, repeats))
+                pending = []
+            (_, file, first, _, _, _, _, jsons, types, stamps, _, _, lines, ids) = entry
+            answers = repeats.check_run(file, lines, ids, jsons) \
+                if repeats is not None and ids is not None else None
+            if answers:  # a repeat among them: each becomes an outcome
+                take_each(run_outcomes(entry, repeats, answers))
+                continue
+            tally.count_run(file, first, lines[-1], types, stamps)
+            events += run_outcomes(entry, unread=False) if outcomes else jsons
+        if pending:
+            take_each(decode(pending, repeats))
+        return events
 
     def finish(self) -> RunReport:
         """Make what was settled durable (rejects, then the checkpoint) and close the report.

@@ -14,7 +14,7 @@ from segmetro.pipeline import Outcome
 from segmetro.summary import RunReport, UploadStats
 from segmetro.status import ExitStatus, failure
 from segmetro.run import STOP_SIGNALS, Flow, Tick
-from segmetro.reader import ReaderProcess, decode, use_reader_process
+from segmetro.reader import ReaderProcess, use_reader_process
 from segmetro.upload import Uploader, UploadSettings
 
 
@@ -49,13 +49,13 @@ class _Sender:
             yield events
             return
         reader = ReaderProcess(flow.inputs, flow.mappings, flow.window, flow.span)
-        take, ledger = flow.take, flow.ledger
+        ledger = flow.ledger
         flow.remote_bytes_read = 0
         async with aclosing(reader.messages()) as messages:
             async for message in messages:
                 if message[0] == "outcomes":
                     flow.remote_bytes_read = message[2]
-                    yield [outcome for outcome in decode(message[1]) if take(outcome)]
+                    yield flow.take_entries(message[1], None, outcomes=True)
                 elif message[0] == "file_done" and ledger is not None:
                     ledger.file_read(message[1])
 

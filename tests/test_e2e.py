@@ -121,3 +121,33 @@ def test_check_auth_against_the_emulator(run, emulate):
     ok = run("check-auth", "--api-token", TOKEN, "--base-url", server.base_url)
     bad = run("check-auth", "--api-token", "nope", "--base-url", server.base_url)
     assert (ok.exit_code, bad.exit_code) == (0, 3)
+
+
+@pytest.mark.parametrize("state", [False, True], ids=["no-state", "state"])
+def test_send_through_the_reader_process_does_what_one_process_does(
+        run, write, emulate, tmp_path, monkeypatch, state):
+    """Events travel from the reader process in runs, with the unread lines between them
+    (``reader._Entries``): a send stores, counts and rejects what one process would, whether a
+    checkpoint follows each outcome (--state) or the run is counted in bulk."""
+    identify = {"type": "identify", "userId": "u", "messageId": "i"}
+    rows = []
+    for n, event in enumerate(events(600)):
+        rows.append(event)
+        rows += [dict(identify, messageId=f"i{n}-{k}") for k in range(n % 3)]
+    path = write("in.jsonl", jsonl(*rows) + SAMPLE.read_bytes())
+    results = []
+    for setting in ("1", "0"):
+        monkeypatch.setenv("SEGMETRO_READER_PROCESS", setting)
+        (tmp_path / "store.jsonl").unlink(missing_ok=True)
+        server = emulate()
+        extra = ("--state", tmp_path / f"state-{setting}") if state else ()
+        result = send(run, server, path, "--rate-limit", "0", *extra)
+        summary = orjson.loads(result.stdout)
+        for key in ("elapsed_seconds", "events_per_second", "rejects_path", "checkpoint"):
+            summary.pop(key, None)
+        results.append((sorted(stored_ids(tmp_path)), summary,
+                        [(r["line"], r["code"]) for r in read_jsonl(tmp_path / "rejects.jsonl")]))
+        (tmp_path / "rejects.jsonl").unlink(missing_ok=True)
+    assert results[0] == results[1]
+    assert results[0][1]["skipped_by_type"]["(unread: no trigger can match)"] > 600
+    assert results[0][1]["sent"] > 600 and results[0][1]["rejected"] > 10
