@@ -284,13 +284,16 @@ class Uploader:
         self.failure: BaseException | None = None  # a bug or the unexpected, in a request task
         self._transport: Transport | None = None
         self._tasks: set[asyncio.Task] = set()
-        self._headers = {
+        headers = {
             "Authorization": f"Bearer {settings.token}",
             "Content-Type": "application/json",
             "User-Agent": f"segmetro/{__version__}",
         }
         if settings.gzip:
-            self._headers["Content-Encoding"] = "gzip"
+            headers["Content-Encoding"] = "gzip"
+        # parsed once: from a string and a dict, httpx parses them again for every request
+        # (35 µs of a request's CPU)
+        self._url, self._headers = httpx.URL(settings.url), httpx.Headers(headers)
 
     async def __aenter__(self) -> "Uploader":
         connections = self.settings.concurrency
@@ -404,7 +407,7 @@ class Uploader:
     async def _post(self, body: bytes):
         self.stats.requests += 1
         started = time.monotonic()
-        request = httpx.Request("POST", self.settings.url, content=body, headers=self._headers,
+        request = httpx.Request("POST", self._url, content=body, headers=self._headers,
                                 extensions=self._extensions)
         try:
             response = await self._transport.handle_async_request(request)
