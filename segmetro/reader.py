@@ -57,7 +57,6 @@ _HEADER = struct.Struct("<I")
 _KINDS = (EVENT, SKIPPED, REJECTED, DUPLICATE, OUTSIDE)
 _UNREAD_RUN = 9  # an entry standing for a run of unread lines
 EVENT_RUN = 10  # an entry standing for events of consecutive one-record lines (see _Runs)
-RUN_MAX = 128  # events an event run holds at most
 _KIND_NUMBER = {kind: number for number, kind in enumerate(_KINDS)}  # EVENT is 0 (see _encode)
 
 
@@ -91,8 +90,8 @@ class _Entries:
     the events of a stretch of consecutive one-record lines, the lines between them unread,
     sent as columns, ``(EVENT_RUN, file, first line, first seq, events, None, True, event
     JSONs, event types, timestamps, mappings, record lines, line numbers, transaction ids or
-    None)``; a line's seq is the first seq plus its distance from the first line. The parent
-    takes a run in bulk (``run.Flow.take_entries``) or as outcomes (``run_outcomes``)."""
+    None)``; a line's seq is the first seq plus its distance from the first line. A run ends
+    with its frame, at most ``CHUNK`` events. The parent takes a run in bulk (``run.Flow.take_entries``) or as outcomes (``run_outcomes``)."""
 
     def __init__(self, child_checks: bool):
         self.entries: list = []
@@ -124,8 +123,7 @@ class _Entries:
             return
         line = record.line
         if self.columns is None or record.file != self.file or \
-                line != self.next + self.unread or record.seq - line != self.seq - self.first or \
-                len(self.columns[0]) >= RUN_MAX:
+                line != self.next + self.unread or record.seq - line != self.seq - self.first:
             # not the next line of the open run, counting any unread lines between
             self.close()
             self.flush_unread()
