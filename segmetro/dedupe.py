@@ -140,12 +140,20 @@ class SeenIds:
             key = hash(txid) & _MASK64 or 1
             slot = key % capacity
             found = keys[slot]
-            if found == 0 and room > 0:  # the usual case, inline: an empty slot at once
+            if found and found != key:  # probe on (as ``check``) to an empty slot or the id
+                step = 1 + (key >> 20) % (capacity - 1)
+                while True:
+                    slot = (slot + step) % capacity
+                    found = keys[slot]
+                    if found == 0 or found == key:
+                        break
+            if found == 0 and room > 0:  # a new id, inline (the usual case)
                 keys[slot] = key
                 values[slot] = ((hash(contents[index]) & _CONTENT_MASK) << _PLACE_BITS) | \
                     ((base + lines[index]) & _PLACE_MASK)
                 room -= 1
                 continue
+            # seen before, or the table is full: ``check`` answers (and grows the table)
             self.count = self._limit - room
             answer = self.check(txid, contents[index], (base + lines[index]) & _PLACE_MASK)
             keys, values, capacity = self._keys, self._values, self._capacity  # it may grow
