@@ -13,7 +13,9 @@ Wire format: frames of a 4-byte length and a pickled message, one of
 ``("outcomes", [tuple, ...], bytes_read)``, ``("file_done", name)``, ``("end", bytes_read)`` and
 ``("error", exit_status, message, file_number)`` (the input it was reading). An outcome is a
 flat tuple (``_encode``/``decode``): pickling a dataclass a record would cost more than the rest
-of the parent's work on it. A record's JSON travels as bytes and reaches the rejects file as an
+of the parent's work on it. The usual line, one record making one valid event, travels in a run
+of such events as columns (``_Entries``), which the parent counts in bulk unless a checkpoint
+follows each outcome (``run.Flow.take_entries``). A record's JSON travels as bytes and reaches the rejects file as an
 ``orjson.Fragment``, never parsed twice.
 
 Map, dry runs and validate fork two readers (lanes, ``sources.Lane``), each reading every other
