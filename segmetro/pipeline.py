@@ -97,6 +97,9 @@ class RepeatCheck:
             self._file = record.file
             self._base = self.seen.place(record.file, 0)
         first = self.seen.check(transaction_id, body, self._base + record.line)
+        if first == SeenIds.NEW:  # the usual answer, without a call more
+            return Outcome(EVENT, record, event, None, None, None, mapping, final, body,
+                           event_type, timestamp)
         return self.verdict(first, record, event, body, transaction_id, mapping, final,
                             event_type, timestamp)
 

@@ -597,7 +597,7 @@ def _records_in(line: bytes | TooLong, max_bytes: int) -> int:
         return 1
     if line[:3] == BOM:
         line = line[3:]
-    if b"[" in line and (b'"batch"' in line or b"\\" in line):
+    if line.find(b"[") >= 0 and (line.find(b'"batch"') >= 0 or line.find(b"\\") >= 0):
         try:
             data = orjson.loads(line)
         except orjson.JSONDecodeError:
@@ -690,7 +690,7 @@ class Lane:
             pieces = body.split(b"\n")
             lines += len(pieces)
             try:
-                plain = b"[" not in body and set(map(_FIRST_BYTE, pieces)) == _OPEN
+                plain = body.find(b"[") < 0 and set(map(_FIRST_BYTE, pieces)) == _OPEN
             except IndexError:  # an empty line
                 plain = False
             records += len(pieces) if plain else \
@@ -838,11 +838,14 @@ def read_file(source: InputFile, counter_sink: list | None = None,
                 continue
             line_no += 1
             if needles is not None and line.__class__ is bytes and line[:1] == b"{":
+                # find, not ``in``: bytes' ``in`` first tries its operand as an integer, and
+                # the TypeError it makes and drops costs more than the search
+                find = line.find
                 for needle in needles:  # the usual decider first: most lines that bill hold one
-                    if needle in line:
+                    if find(needle) >= 0:
                         break
                 else:
-                    if b"\\" not in line and (b"[" not in line or b'"batch"' not in line) and \
+                    if find(b"\\") < 0 and (find(b"[") < 0 or find(b'"batch"') < 0) and \
                             (line[-1:] == b"}" or line.rstrip()[-1:] == b"}"):
                         unread += 1  # handed on as one record when the run ends
                         seq += 1
