@@ -15,8 +15,8 @@ Wire format: frames of a 4-byte length and a pickled message, one of
 flat tuple (``_encode``/``decode``): pickling a dataclass a record would cost more than the rest
 of the parent's work on it. The usual line, one record making one valid event, travels in a run
 of such events as columns (``_Entries``), which the parent counts in bulk unless a checkpoint
-follows each outcome (``run.Flow.take_entries``). A record's JSON travels as bytes and reaches the rejects file as an
-``orjson.Fragment``, never parsed twice.
+follows each outcome (``run.Flow.take_entries``). A record's JSON travels as bytes and reaches
+the rejects file as an ``orjson.Fragment``, never parsed twice.
 
 Map, dry runs and validate fork two readers (lanes, ``sources.Lane``), each reading every other
 segment of the input, or every other file whole (objects, files lanes cannot cut; each lane then
@@ -58,7 +58,7 @@ _AFTER_LINES = float("inf")
 _HEADER = struct.Struct("<I")
 _KINDS = (EVENT, SKIPPED, REJECTED, DUPLICATE, OUTSIDE)
 _UNREAD_RUN = 9  # an entry standing for a run of unread lines
-EVENT_RUN = 10  # an entry standing for events of consecutive one-record lines (see _Runs)
+EVENT_RUN = 10  # an entry standing for events of consecutive one-record lines (``_Entries``)
 _KIND_NUMBER = {kind: number for number, kind in enumerate(_KINDS)}  # EVENT is 0 (see _encode)
 
 
@@ -93,12 +93,13 @@ class _Entries:
     sent as columns, ``(EVENT_RUN, file, first line, first seq, events, None, True, event
     JSONs, event types, timestamps, mappings, record lines, line numbers, transaction ids or
     None)``; a line's seq is the first seq plus its distance from the first line. A run ends
-    with its frame, at most ``CHUNK`` events. The parent takes a run in bulk (``run.Flow.take_entries``) or as outcomes (``run_outcomes``)."""
+    with its frame, at most ``CHUNK`` events. The parent takes a run in bulk
+    (``run.Flow.take_entries``) or as outcomes (``run_outcomes``)."""
 
     def __init__(self, child_checks: bool):
         self.entries: list = []
         self.weight = 0  # outcomes in the entries, a run's events each counted
-        self.ids = not child_checks  # the parent's repeat check needs each event's id
+        self.child_checks = child_checks  # else the parent's repeat check needs each event's id
         self.unread = 0  # pending unread lines (not yet an entry), and the last one's record
         self.unread_last: SegmentRecord | None = None
         self.columns: tuple | None = None  # the open run's
@@ -113,14 +114,14 @@ class _Entries:
         self.unread += outcome.repeat
         self.unread_last = outcome.record
 
-    def add(self, outcome: Outcome, child_checks: bool) -> None:
+    def add(self, outcome: Outcome) -> None:
         record = outcome.record
         sole, self.after_final = self.after_final, outcome.final
         if outcome.kind is not EVENT or not outcome.final or not sole or \
                 record.line_seq >= 0 or record.text is None or record.origin is not None:
             self.flush_unread()
             self.close()
-            self.entries.append(_encode(outcome, child_checks))
+            self.entries.append(_encode(outcome, self.child_checks))
             self.weight += 1
             return
         line = record.line
@@ -129,7 +130,7 @@ class _Entries:
             # not the next line of the open run, counting any unread lines between
             self.close()
             self.flush_unread()
-            self.columns = ([], [], [], [], [], [], [] if self.ids else None)
+            self.columns = ([], [], [], [], [], [], None if self.child_checks else [])
             self.file, self.first, self.seq = record.file, line, record.seq
         self.unread = 0  # those lines are inside the run
         self.next = line + 1
@@ -230,7 +231,7 @@ def _child(fd: int, job: "ReaderProcess", feed_fd: int | None, lane: Lane | None
                 if entries.unread >= 65536:
                     send_chunk()
                 continue
-            add(outcome, child_checks)
+            add(outcome)
             if entries.weight >= CHUNK and outcome.final:  # a record's outcomes stay together
                 send_chunk()
         send_chunk()
