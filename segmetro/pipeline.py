@@ -97,7 +97,7 @@ class RepeatCheck:
             self._file = record.file
             self._base = self.seen.place(record.file, 0)
         first = self.seen.check(transaction_id, body, self._base + record.line)
-        if first == SeenIds.NEW:  # the usual answer, without a call more
+        if first == SeenIds.NEW:
             return Outcome(EVENT, record, event, None, None, None, mapping, final, body,
                            event_type, timestamp)
         return self.verdict(first, record, event, body, transaction_id, mapping, final,
@@ -116,10 +116,8 @@ class RepeatCheck:
     def verdict(first: int | str, record: SegmentRecord, event, body: bytes,
                 transaction_id: str, mapping: str | None, final: bool, event_type: str,
                 timestamp: str) -> Outcome:
-        """The outcome of an event the check answered ``first`` for."""
-        if first == SeenIds.NEW:
-            return Outcome(EVENT, record, event, None, None, None, mapping, final, body,
-                           event_type, timestamp)
+        """The outcome of an event whose id the run already produced: the check answered
+        ``first``, SAME (a repeat) or where the id was first given (a conflict)."""
         if first == SeenIds.SAME:
             return Outcome(DUPLICATE, record, event, mapping=mapping, final=final)
         return Outcome(REJECTED, record, event, "validate", "conflicting-transaction-id",
