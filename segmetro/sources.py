@@ -923,14 +923,15 @@ def lanes_for(inputs: InputSet, needles: tuple[bytes, ...] | None = None) -> str
     several = "files" if len(inputs.files) > 1 else None
     if any(is_object(source) for source in inputs.files):
         return several
-    heads = [_head(source.path) for source in inputs.files]
-    if not all(head is not None and _starts_with_a_record(head) for head in heads):
-        return several
-    if not any(head.gzipped for head in heads):
+    first = None
+    for source in inputs.files:  # the first head that decides ends the reading
+        head = _head(source.path)
+        if head is None or not _starts_with_a_record(head) or (several and head.gzipped):
+            return several
+        first = first or head
+    if first is None or not first.gzipped:
         return "segments"
-    if several:
-        return several
-    lines = heads[0].data.split(b"\n")[:-1]
+    lines = first.data.split(b"\n")[:-1]
     if 4 * _holding(lines, needles) >= len(lines):
         return "segments"
     return None
