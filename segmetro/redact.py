@@ -9,6 +9,7 @@ from __future__ import annotations
 import orjson
 
 MASK = "[token]"
+_MARKUP_MASK = "\\[token]"  # rich prints it as MASK (a bare "[token]" would be taken for a tag)
 _forms: list[str] = []  # each secret as it is, and as it appears inside JSON text
 
 
@@ -20,10 +21,19 @@ def register(secret: str) -> None:
             _forms.append(form)
 
 
-def scrub(text: str) -> str:
+def scrub(text: str, markup: bool = False) -> str:
+    """``text`` without any secret. With ``markup``, ``text`` is rich markup (``ui.py``): the
+    secret is also found as rich's ``escape`` wrote it, and the mask is escaped in its turn."""
+    mask = _MARKUP_MASK if markup else MASK
     for form in _forms:
         if form in text:
-            text = text.replace(form, MASK)
+            text = text.replace(form, mask)
+        if markup:
+            from rich.markup import escape
+
+            escaped = escape(form)
+            if escaped != form and escaped in text:
+                text = text.replace(escaped, mask)
     return text
 
 

@@ -295,7 +295,7 @@ class Terminal:
     def summary(self, report: RunReport, to_stderr: bool = False) -> None:
         console = self.err if to_stderr else self.out
         for line in summary_lines(report):
-            console.print(scrub(line))
+            console.print(scrub(line, markup=True))
         if report.examples:
             console.print(f"  example events ({len(report.examples)}):")
             for event in report.examples:
@@ -303,16 +303,16 @@ class Terminal:
 
     def status(self, found: dict) -> None:
         for line in status_lines(found):
-            self.out.print(scrub(line))
+            self.out.print(scrub(line, markup=True))
 
     def preflight(self, assessment) -> None:
         """The will-it-bill findings under a run's summary (see preflight.py)."""
         for line in preflight_lines(assessment):
-            self.out.print(scrub(line))
+            self.out.print(scrub(line, markup=True))
 
     def reconciliation(self, result) -> None:
         for line in reconciliation_lines(result):
-            self.out.print(scrub(line))
+            self.out.print(scrub(line, markup=True))
 
     def warning(self, message: str) -> None:
         self.err.print(f"[yellow]warning:[/] {escape(scrub(message))}")

@@ -201,6 +201,26 @@ def test_a_server_echoing_the_token_never_puts_it_in_rejects_or_summary(run, wri
     assert "Bearer [token]" in read_jsonl(tmp_path / "r.jsonl")[0]["reason"]
 
 
+def test_a_secret_in_a_summary_line_is_masked_and_the_mask_is_shown(capsys, monkeypatch):
+    """Summary lines are rich markup: a secret is found there as written and as rich's escape
+    wrote it (a bracketed part), and the mask is printed as it is, not taken for a tag (a bucket
+    named like the secret used to print as "s3:///")."""
+    from segmetro import redact
+    from segmetro.pipeline import Tally
+    from segmetro.summary import RunReport
+    from segmetro.ui import Terminal
+
+    monkeypatch.setattr(redact, "_forms", [])
+    for secret in ("bench", "pa[ss]word"):
+        redact.register(secret)
+    report = RunReport("send", Tally(), files_skipped=["s3://bench/logs/dummy.txt",
+                                                      "logs/pa[ss]word.txt"])
+    Terminal().summary(report)
+    out = capsys.readouterr().out
+    assert "s3://[token]/logs/dummy.txt" in out and "logs/[token].txt" in out
+    assert "bench" not in out and "pa[ss]word" not in out and "ss]word" not in out
+
+
 # --- what was settled ----------------------------------------------------------------------------
 
 def sparse(count):
