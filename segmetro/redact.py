@@ -24,16 +24,14 @@ def register(secret: str) -> None:
 def scrub(text: str, markup: bool = False) -> str:
     """``text`` without any secret. With ``markup``, ``text`` is rich markup (``ui.py``): the
     secret is also found as rich's ``escape`` wrote it, and the mask is escaped in its turn."""
-    mask = _MARKUP_MASK if markup else MASK
-    for form in _forms:
+    forms, mask = _forms, MASK
+    if markup:
+        from rich.markup import escape
+
+        forms, mask = _forms + [escape(form) for form in _forms], _MARKUP_MASK
+    for form in forms:
         if form in text:
             text = text.replace(form, mask)
-        if markup:
-            from rich.markup import escape
-
-            escaped = escape(form)
-            if escaped != form and escaped in text:
-                text = text.replace(escaped, mask)
     return text
 
 
