@@ -129,12 +129,18 @@ class RepeatCheck:
 
 def process(records: Iterable[SegmentRecord], mappings: MappingSet,
             window: Window | Callable[[], Window], span: Span = Span(),
-            *, repeats: RepeatCheck | None) -> Iterator[Outcome]:
+            *, repeats: RepeatCheck | None, plain: Callable[..., None] | None = None
+            ) -> Iterator[Outcome]:
     """``window`` is fixed (``--now``) or a callable giving the clock's window, read again every
     few thousand records so a run that lasts hours judges each record against its own time.
     A mapped event outside ``span`` is ``OUTSIDE`` (before Metronome's window is applied).
     Without ``repeats``, every valid event is an ``EVENT`` with its JSON made, for a
-    ``RepeatCheck`` elsewhere (a reader process's parent)."""
+    ``RepeatCheck`` elsewhere (a reader process's parent).
+
+    ``plain`` (with no ``repeats``) takes the usual record instead of its outcome: a line that
+    is one record, making one valid event. It is called, in the outcomes' order, as
+    ``plain(record, event JSON, event_type, timestamp, mapping, transaction_id)``, and no
+    outcome is made (a reader process sends such events as columns, ``reader._Entries``)."""
     holds = span.holds if span else None
     apply = mappings.apply
     repeats = repeats.outcome if repeats is not None else None
@@ -182,7 +188,11 @@ def process(records: Iterable[SegmentRecord], mappings: MappingSet,
                               result.mapping, final, None, event_type, timestamp)
                 continue
             body = dumps(event)
-            if repeats is None:
+            if plain is not None and not last and record.text is not None and \
+                    record.line_seq < 0 and record.origin is None:
+                plain(record, body, event_type, timestamp, result.mapping,
+                      event["transaction_id"])
+            elif repeats is None:
                 yield Outcome(EVENT, record, event, None, None, None, result.mapping, final,
                               body, event_type, timestamp)
             else:

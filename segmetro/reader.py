@@ -39,7 +39,7 @@ import signal
 import struct
 import traceback
 from contextlib import aclosing
-from typing import AsyncIterator, Iterator
+from typing import AsyncIterator, Callable, Iterator
 
 import orjson
 
@@ -87,25 +87,31 @@ def _encode(outcome: Outcome, child_checks: bool = True) -> tuple:
 class _Entries:
     """A frame's entries, as the child makes them from its outcomes, in order.
 
-    Most outcomes become one flat tuple each (``_encode``). A run of unread lines is one entry.
-    And the usual export line, one record that maps to one valid event, joins an event run:
+    Most outcomes become one flat tuple each (``add``, ``_encode``). A run of unread lines is
+    one entry (``skip``). And the usual export line, one record that maps to one valid event,
+    joins an event run (``add_plain``, which ``process`` calls instead of making its outcome):
     the events of a stretch of consecutive one-record lines, the lines between them unread,
     sent as columns, ``(EVENT_RUN, file, first line, first seq, events, None, True, event
     JSONs, event types, timestamps, mappings, record lines, line numbers, transaction ids or
-    None)``; a line's seq is the first seq plus its distance from the first line. A run ends
-    with its frame, at most ``CHUNK`` events. The parent takes a run in bulk
-    (``run.Flow.take_entries``) or as outcomes (``run_outcomes``)."""
+    None, answers or None)``; a line's seq is the first seq plus its distance from the first
+    line. A run ends with its frame, at most ``CHUNK`` events. The parent takes a run in bulk
+    (``run.Flow.take_entries``) or as outcomes (``run_outcomes``).
 
-    def __init__(self, child_checks: bool):
+    With ``repeats`` (a send: the child checks), events meet the repeat check here, in input
+    order: a run's in bulk when it closes (``RepeatCheck.check_run``; its answers, by index,
+    travel with it, and its ids only when there are answers), any other event as it comes,
+    after the run before it. Without, the parent checks (it needs every event's id)."""
+
+    def __init__(self, repeats: RepeatCheck | None, full: Callable[[], None] | None = None):
         self.entries: list = []
         self.weight = 0  # outcomes in the entries, a run's events each counted
-        self.child_checks = child_checks  # else the parent's repeat check needs each event's id
+        self.repeats = repeats
+        self.full = full  # called when a plain event fills the frame (it sends the frame)
         self.unread = 0  # pending unread lines (not yet an entry), and the last one's record
         self.unread_last: SegmentRecord | None = None
         self.columns: tuple | None = None  # the open run's
         self.file: str | None = None
         self.first = self.seq = self.next = 0  # the run's first line and seq; its next line
-        self.after_final = True  # the outcome before was its record's last
 
     def skip(self, outcome: Outcome) -> None:
         """A run of unread lines (``outcome.repeat`` of them)."""
@@ -115,42 +121,55 @@ class _Entries:
         self.unread_last = outcome.record
 
     def add(self, outcome: Outcome) -> None:
-        record = outcome.record
-        sole, self.after_final = self.after_final, outcome.final
-        if outcome.kind is not EVENT or not outcome.final or not sole or \
-                record.line_seq >= 0 or record.text is None or record.origin is not None:
-            self.flush_unread()
-            self.close()
-            self.entries.append(_encode(outcome, self.child_checks))
-            self.weight += 1
-            return
+        """Any outcome but an unread run's and a plain event's."""
+        self.flush_unread()
+        self.close()
+        if outcome.kind is EVENT and self.repeats is not None:
+            outcome = self.repeats.outcome(outcome.record, outcome.event, outcome.event_json,
+                                           outcome.event["transaction_id"], outcome.mapping,
+                                           outcome.final, outcome.event_type, outcome.timestamp)
+        self.entries.append(_encode(outcome, self.repeats is not None))
+        self.weight += 1
+
+    def add_plain(self, record: SegmentRecord, event_json: bytes, event_type: str,
+                  timestamp: str, mapping: str, transaction_id: str) -> None:
+        """A line that is one record, making one valid event (``process``'s ``plain``)."""
         line = record.line
         if self.columns is None or record.file != self.file or \
                 line != self.next + self.unread or record.seq - line != self.seq - self.first:
             # not the next line of the open run, counting any unread lines between
             self.close()
             self.flush_unread()
-            self.columns = ([], [], [], [], [], [], None if self.child_checks else [])
+            self.columns = ([], [], [], [], [], [], [])
             self.file, self.first, self.seq = record.file, line, record.seq
         self.unread = 0  # those lines are inside the run
         self.next = line + 1
         jsons, types, stamps, mappings, texts, lines, ids = self.columns
-        jsons.append(outcome.event_json)
-        types.append(outcome.event_type)
-        stamps.append(outcome.timestamp)
-        mappings.append(outcome.mapping)
+        jsons.append(event_json)
+        types.append(event_type)
+        stamps.append(timestamp)
+        mappings.append(mapping)
         texts.append(record.text)
         lines.append(line)
-        if ids is not None:
-            ids.append(outcome.event["transaction_id"])
+        ids.append(transaction_id)
         self.weight += 1
+        if self.weight >= CHUNK and self.full is not None:
+            self.full()
 
     def close(self) -> None:
-        """Close the open run (pending unread lines after it stay pending)."""
+        """Close the open run (pending unread lines after it stay pending), checked for
+        repeats here when the child checks."""
         columns = self.columns
         if columns is not None:
-            self.entries.append((EVENT_RUN, self.file, self.first, self.seq, len(columns[0]),
-                                 None, True, *columns))
+            jsons, types, stamps, mappings, texts, lines, ids = columns
+            answers = None
+            if self.repeats is not None:
+                answers = self.repeats.check_run(self.file, lines, ids, jsons) or None
+                if answers is None:
+                    ids = None  # the parent needs them only to word a verdict
+            self.entries.append((EVENT_RUN, self.file, self.first, self.seq, len(jsons), None,
+                                 True, jsons, types, stamps, mappings, texts, lines, ids,
+                                 answers))
             self.columns = None
 
     def flush_unread(self) -> None:
@@ -205,11 +224,11 @@ def _child(fd: int, job: "ReaderProcess", feed_fd: int | None, lane: Lane | None
         out.write(_HEADER.pack(len(payload)) + payload)
 
     counters: list[ByteCounter] = []
-    child_checks = job.repeats is None  # the repeat check, here or in the parent
-    entries = _Entries(child_checks)
 
     def send_chunk() -> None:
         send(("outcomes", entries.take(), sum(c.count for c in counters)))
+
+    entries = _Entries(None, send_chunk)  # given the repeat check below when it is the child's
 
     files_done = [0]  # so the input being read is number files_done[0]
 
@@ -222,10 +241,12 @@ def _child(fd: int, job: "ReaderProcess", feed_fd: int | None, lane: Lane | None
         mappings = parse_mapping(job.mappings.text, job.mappings.source)
         fetcher = FedObjects(feed_fd) if feed_fd is not None else None
         records = read_records(job.inputs, counters, file_done, mappings.needles, fetcher, lane)
-        repeats = RepeatCheck(expected_events(job.inputs, mappings.needles)) \
-            if child_checks else None
+        # the repeat check, here (in bulk, see ``_Entries``) or in the parent
+        entries.repeats = RepeatCheck(expected_events(job.inputs, mappings.needles)) \
+            if job.repeats is None else None
         skip, add = entries.skip, entries.add
-        for outcome in process(records, mappings, job.window, job.span, repeats=repeats):
+        for outcome in process(records, mappings, job.window, job.span, repeats=None,
+                               plain=entries.add_plain):
             if outcome.record.data is UNREAD:  # sent as one entry per run, not one per line
                 skip(outcome)
                 if entries.unread >= 65536:
@@ -523,10 +544,13 @@ def run_outcomes(entry: tuple, repeats: RepeatCheck | None = None,
     """An event run's outcomes (see ``_Entries``), the unread lines between its events
     included unless ``unread`` is false (they were counted). With ``repeats``, each event meets
     the repeat check, unless ``answers`` holds what it already said of those that are not
-    new."""
-    _, file, first, seq, _, _, _, jsons, types, stamps, mappings, texts, lines, ids = entry
-    if answers is None and ids is not None and repeats is not None:
-        answers = repeats.check_run(file, lines, ids, jsons)
+    new (or the child's check did: the run's own answers)."""
+    _, file, first, seq, _, _, _, jsons, types, stamps, mappings, texts, lines, ids, checked \
+        = entry
+    if answers is None:
+        answers = checked
+        if answers is None and ids is not None and repeats is not None:
+            answers = repeats.check_run(file, lines, ids, jsons)
     delta = seq - first
     outcomes = []
     after = first  # the line after the last outcome's

@@ -156,9 +156,9 @@ class Flow:
             if pending:
                 take_each(decode(pending, repeats))
                 pending = []
-            (_, file, first, _, _, _, _, jsons, types, stamps, _, _, lines, ids) = entry
-            answers = repeats.check_run(file, lines, ids, jsons) \
-                if repeats is not None and ids is not None else None
+            (_, file, first, _, _, _, _, jsons, types, stamps, _, _, lines, ids, answers) = entry
+            if answers is None and repeats is not None and ids is not None:
+                answers = repeats.check_run(file, lines, ids, jsons)
             if answers:  # a repeat among them: each becomes an outcome
                 take_each(run_outcomes(entry, repeats, answers))
                 continue

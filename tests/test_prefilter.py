@@ -270,7 +270,7 @@ def reader_entries(inputs, lanes, monkeypatch, sharing="segments"):
                     unread[entry[2]] = unread.get(entry[2], 0) + entry[1]
                 elif entry[0] == EVENT_RUN:  # and runs of events: each as its own entry
                     (_, file, first, seq, _, _, _, jsons, types, stamps, mappings, texts, lines,
-                     ids) = entry
+                     ids, _) = entry
                     unread[file] = unread.get(file, 0) + lines[-1] - first + 1 - len(lines)
                     entries += [(0, file, line, seq + line - first, -1, True, True, jsons[n],
                                  types[n], stamps[n], None, None, None, mappings[n], texts[n],
