@@ -128,12 +128,21 @@ def test_send_through_the_reader_process_does_what_one_process_does(
         run, write, emulate, tmp_path, monkeypatch, state):
     """Events travel from the reader process in runs, with the unread lines between them
     (``reader._Entries``): a send stores, counts and rejects what one process would, whether a
-    checkpoint follows each outcome (--state) or the run is counted in bulk."""
+    checkpoint follows each outcome (--state) or the run is counted in bulk. Repeats (the same
+    event again) and conflicts (another event under an id) come inside runs and across them,
+    where the child checks them a run at a time."""
     identify = {"type": "identify", "userId": "u", "messageId": "i"}
     rows = []
-    for n, event in enumerate(events(600)):
+    tracks = events(600)
+    for n, event in enumerate(tracks):
         rows.append(event)
         rows += [dict(identify, messageId=f"i{n}-{k}") for k in range(n % 3)]
+        if n % 50 == 7:  # right after it, in its run
+            rows.append(event)
+        if n % 70 == 33:  # a later run's: another event under the id of one 20 events back
+            rows.append(dict(tracks[n - 20], properties={"other": True}))
+        if n % 90 == 45:  # after it, a batch line's item (no run's) with another event its id
+            rows.append({"batch": [dict(event, properties={"batch": True})]})
     path = write("in.jsonl", jsonl(*rows) + SAMPLE.read_bytes())
     results = []
     for setting in ("1", "0"):
@@ -151,3 +160,6 @@ def test_send_through_the_reader_process_does_what_one_process_does(
     assert results[0] == results[1]
     assert results[0][1]["skipped_by_type"]["(unread: no trigger can match)"] > 600
     assert results[0][1]["sent"] > 600 and results[0][1]["rejected"] > 10
+    assert results[0][1]["duplicates"] >= 12
+    conflicts = [line for line, code in results[0][2] if code == "conflicting-transaction-id"]
+    assert len(conflicts) >= 14
