@@ -117,3 +117,23 @@ def test_the_line_reader_accounts_for_every_line_and_never_raises(tmp_path_facto
     assert [r.seq for r in found] == list(range(len(found)))
     for record in found:
         assert (record.data is None) == (record.error_code is not None)
+
+
+edge_keys = st.sampled_from(["", "0", "1", "10", "01", "9x", "$id", "-1", " 2", "!", ":", "a",
+                             "z", "\u0663", "\U0001d7d9"]) | st.text(max_size=4)
+edge_values = st.sampled_from([2**53 - 1, 2**53, 2**70, -10**21, -2**53 + 1, -2**53, 0, 3.0,
+                               -0.0, 1e21, 0.1, True, False, None, "", "9"]) | json_values
+
+
+@BOUNDED
+@given(st.dictionaries(edge_keys, edge_values, max_size=6))
+def test_js_json_shortcut_gives_what_the_full_walk_gives(obj):
+    """``js_json`` returns an object unchanged only when JavaScript would write it as orjson
+    does: the same bytes, and the same key order, as its full walk (``_js_json``)."""
+    import orjson
+
+    from segmetro.jsvalues import _js_json, js_json
+
+    fast, full = js_json(obj), _js_json(obj)
+    assert orjson.dumps(fast) == orjson.dumps(full)
+    assert list(fast) == list(full)
