@@ -761,8 +761,11 @@ def map_command(inputs, mapping_path, output, as_json, now_ms, backdate_days, re
     write = stream.write
 
     def on_events(jsons: list[bytes]) -> None:
+        data = memoryview(b"\n".join(jsons) + b"\n")
         try:
-            write(b"\n".join(jsons) + b"\n")
+            written = write(data)
+            while written < len(data):  # a signal cuts a write to a pipe short
+                written += write(data[written:])
         except OSError as error:
             raise InternalError(f"writing {where}: {error.strerror or error}") from None
 

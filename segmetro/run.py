@@ -37,21 +37,45 @@ class Interrupted(BaseException):
         self.signum = signum
 
 
-@contextmanager
-def stop_signals_raise() -> Iterator[None]:
-    """During a synchronous run, turn SIGINT/SIGTERM into Interrupted."""
+class StopGate:
+    """SIGINT and SIGTERM in a synchronous run (map, dry runs, validate, preflight). A stop
+    that arrives while a step settles (outcomes counted, their events handed on and written)
+    waits for the step's end: the summary then counts what was written, and no output line is
+    torn. A second signal stops at once."""
 
-    def handler(signum, frame):
+    def __init__(self) -> None:
+        self.settling = False
+        self.pending: int | None = None
+
+    def signalled(self, signum: int, frame) -> None:
+        if self.settling and self.pending is None:
+            self.pending = signum
+            return
         raise Interrupted(signum)
 
+    def settle(self, step: Callable[..., None], *args) -> None:
+        """``step(*args)``, then the stop that waited for it."""
+        self.settling = True
+        try:
+            step(*args)
+        finally:
+            self.settling = False
+        if self.pending is not None:
+            raise Interrupted(self.pending)
+
+
+@contextmanager
+def stop_signals_raise() -> Iterator[StopGate]:
+    """During a synchronous run, turn SIGINT/SIGTERM into Interrupted, between steps."""
+    gate = StopGate()
     previous = {signum: signal.getsignal(signum) for signum in STOP_SIGNALS}
     try:
         for signum in STOP_SIGNALS:
-            signal.signal(signum, handler)
+            signal.signal(signum, gate.signalled)
     except ValueError:  # not the main thread (an embedding program): leave signals alone
         previous = {}
     try:
-        yield
+        yield gate
     finally:
         for signum, old in previous.items():
             signal.signal(signum, old)
@@ -98,41 +122,58 @@ class Flow:
             self.ledger.add(outcome)
         return kind is EVENT
 
-    def outcomes(self, tick: Tick | None = None) -> Iterator[Outcome]:
-        """Read, map and validate in this process; every outcome taken into account here, in
-        input order, events yielded (a reader process's frames go through ``take_entries``)."""
-        ledger, take, tally = self.ledger, self.take, self.report.tally
+    def _processed(self) -> Iterator[Outcome]:
+        """Every outcome of reading, mapping and validating in this process, in input order,
+        not yet taken into account."""
+        ledger = self.ledger
         records = read_records(self.inputs, self.counters,
                                ledger.file_read if ledger is not None else None,
                                self.mappings.needles)
         repeats = RepeatCheck(expected_events(self.inputs, self.mappings.needles))
-        for index, outcome in enumerate(process(records, self.mappings, self.window, self.span,
-                                                repeats=repeats)):
+        return process(records, self.mappings, self.window, self.span, repeats=repeats)
+
+    def outcomes(self, tick: Tick | None = None) -> Iterator[Outcome]:
+        """Read, map and validate in this process; every outcome taken into account here, in
+        input order, events yielded (a reader process's frames go through ``take_entries``)."""
+        take, tally = self.take, self.report.tally
+        for index, outcome in enumerate(self._processed()):
             if take(outcome):
                 yield outcome
             if tick is not None and not index % TICK_EVERY:
                 tick(tally, self.bytes_read())
 
-    def event_jsons(self, tick: Tick | None = None) -> Iterator[list[bytes]]:
-        """The JSON of each valid event, in input order, a list at a time; every outcome taken
-        into account (as ``outcomes``) before its list is yielded. From a reader process, runs
-        of plain events are taken in bulk: counted, checked for repeats, their JSON passed on
-        as it came, with no outcome made for each."""
-        if not use_reader_process():
-            for outcome in self.outcomes(tick):
-                yield [outcome.event_json]
-            return
+    def take_events(self, on_events: Callable[[list[bytes]], None], gate: StopGate,
+                    tick: Tick | None = None) -> None:
+        """Take every outcome into account, in input order, handing the JSON of the valid
+        events to ``on_events``, a list at a time. Each step (a reader process's frame, or one
+        outcome read here) is taken and handed on under ``gate``: a stop waits for its end.
+        From a reader process, runs of plain events are taken in bulk: counted, checked for
+        repeats, their JSON passed on as it came, with no outcome made for each."""
         tally = self.report.tally
+        if not use_reader_process():
+            def take_one(outcome: Outcome) -> None:
+                if self.take(outcome):
+                    on_events([outcome.event_json])
+
+            for index, outcome in enumerate(self._processed()):
+                gate.settle(take_one, outcome)
+                if tick is not None and not index % TICK_EVERY:
+                    tick(tally, self.bytes_read())
+            return
         self.remote_bytes_read = 0
         reader = ReaderProcess(self.inputs, self.mappings, self.window, self.span,
                                uploading=False)
+
+        def take_frame(entries: list) -> None:
+            jsons = self.take_entries(entries, reader.repeats, outcomes=False)
+            if jsons:
+                on_events(jsons)
+
         for message in reader.messages_sync():
             if message[0] != "outcomes":
                 continue
             self.remote_bytes_read = message[2]
-            jsons = self.take_entries(message[1], reader.repeats, outcomes=False)
-            if jsons:
-                yield jsons
+            gate.settle(take_frame, message[1])
             if tick is not None:
                 tick(tally, self.remote_bytes_read)
 
@@ -217,17 +258,21 @@ def since_hint(tally: Tally, window: Window) -> str | None:
 def run_local(flow: Flow, show: int = 0, tick: Tick | None = None,
               on_events: Callable[[list[bytes]], None] | None = None) -> RunReport:
     """Read, map and validate everything; ``on_events`` receives the valid events' JSON, a
-    list at a time, in input order. Anything unexpected (an input that vanished, an output that
-    cannot be written, a bug) ends the run with its status in the report, after what was done
-    so far is made durable."""
+    list at a time, in input order. SIGINT or SIGTERM stops the run once the step in hand is
+    taken and handed on (``StopGate``). Anything unexpected (an input that vanished, an output
+    that cannot be written, a bug) ends the run with its status in the report, after what was
+    done so far is made durable."""
     examples = flow.report.examples
-    with stop_signals_raise():
+
+    def hand_on(jsons: list[bytes]) -> None:
+        if len(examples) < show:
+            examples.extend(map(orjson.loads, jsons[:show - len(examples)]))
+        if on_events is not None:
+            on_events(jsons)
+
+    with stop_signals_raise() as gate:
         try:
-            for jsons in flow.event_jsons(tick):
-                if len(examples) < show:
-                    examples += map(orjson.loads, jsons[:show - len(examples)])
-                if on_events is not None:
-                    on_events(jsons)
+            flow.take_events(hand_on, gate, tick)
         except Interrupted as stop:
             flow.report.interrupted = stop.signum
         except Exception as error:  # noqa: BLE001 - the run's one error boundary

@@ -355,3 +355,46 @@ def test_rejects_name_the_mapping_at_every_stage(run, write, tmp_path):
     [reject] = read_jsonl(tmp_path / "r.jsonl")
     assert reject["stage"] == "validate"
     assert reject["mapping"] == "Send track events to Metronome"
+
+
+# --- a stop settles the frame in hand: the summary counts what was written, no line torn ------
+
+@pytest.mark.parametrize("signum, status", [(signal.SIGTERM, 143), (signal.SIGINT, 130)],
+                         ids=["SIGTERM", "SIGINT"])
+def test_map_stopped_while_its_output_pipe_is_full_counts_what_it_wrote(tmp_path, signum,
+                                                                         status):
+    """``map ... | slow consumer``: the stop arrives while a write waits for room in the pipe.
+    The frame in hand is written whole before the run stops, so the summary's events are the
+    lines written, every one of them whole."""
+    path = tmp_path / "export.jsonl"
+    path.write_bytes(jsonl(*[track(n) for n in range(60_000)]))
+    process = subprocess.Popen([sys.executable, "-m", "segmetro", "map", str(path), *NOW,
+                                "--json"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                               cwd=ROOT)
+    time.sleep(1.5)  # nothing reads the pipe yet: the map waits in a write
+    process.send_signal(signum)
+    out, err = process.communicate(timeout=60)
+    assert process.returncode == status, err
+    summary = orjson.loads(err[err.index(b"{\n"):])
+    assert summary["interrupted"] == signum.name
+    lines = out.split(b"\n")
+    assert lines.pop() == b""  # the output ends with a whole line
+    assert all(orjson.loads(line)["customer_id"] for line in lines)
+    assert summary["events"] == len(lines) < 60_000
+
+
+def test_a_second_stop_ends_a_map_whose_output_pipe_stays_full(tmp_path):
+    """The first stop waits for the frame in hand to be written; when nothing ever reads the
+    pipe, a second one ends the run at once."""
+    path = tmp_path / "export.jsonl"
+    path.write_bytes(jsonl(*[track(n) for n in range(60_000)]))
+    process = subprocess.Popen([sys.executable, "-m", "segmetro", "map", str(path), *NOW,
+                                "--json"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                               cwd=ROOT)
+    time.sleep(1.5)
+    process.send_signal(signal.SIGTERM)
+    time.sleep(0.5)
+    assert process.poll() is None  # still writing the frame in hand
+    process.send_signal(signal.SIGTERM)
+    assert process.wait(timeout=20) == 143  # without anything reading its output
+    process.communicate(timeout=20)
