@@ -18,7 +18,7 @@ from rich.markup import escape
 from segmetro import __version__
 from segmetro.events import DAY_MS, DEFAULT_BACKDATE_DAYS, DEFAULT_BASE_URL, MAX_BATCH, Window
 from segmetro.explore import survey, survey_json
-from segmetro.files import check_new_or_own, check_not_input, open_private
+from segmetro.files import check_new_or_own, check_not_input, open_private, write_all
 from segmetro.mapping import MappingError, MappingSet, load_mapping
 from segmetro.pipeline import Span
 from segmetro.rejects import RejectsFile, default_path
@@ -761,11 +761,8 @@ def map_command(inputs, mapping_path, output, as_json, now_ms, backdate_days, re
     write = stream.write
 
     def on_events(jsons: list[bytes]) -> None:
-        data = memoryview(b"\n".join(jsons) + b"\n")
         try:
-            written = write(data)
-            while written < len(data):  # a signal cuts a write to a pipe short
-                written += write(data[written:])
+            write_all(write, b"\n".join(jsons) + b"\n")
         except OSError as error:
             raise InternalError(f"writing {where}: {error.strerror or error}") from None
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 import os
 import stat
 import tempfile
+from typing import Callable
 
 from segmetro.status import ConfigError
 
@@ -83,6 +84,15 @@ def check_new_or_own(path: str, what: str) -> None:
         return
     fd, _regular = open_private(path, append=True, what=what)
     os.close(fd)
+
+
+def write_all(write: Callable[[memoryview], int], data: bytes) -> None:
+    """Every byte of ``data`` through ``write`` (a file's or a pipe's): a signal can cut a write
+    to a pipe short, and the write says so only in the count it returns."""
+    view = memoryview(data)
+    written = write(view)
+    while written < len(view):
+        written += write(view[written:])
 
 
 def write_atomically(path: str, data: bytes) -> None:

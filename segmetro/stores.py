@@ -29,6 +29,7 @@ from collections import deque
 from dataclasses import dataclass
 from typing import BinaryIO, Iterable
 
+from segmetro.files import write_all
 from segmetro.network import ca_bundle, certificate_message, untrusted_certificate
 from segmetro.redact import register
 from segmetro.status import ConfigError, ExitStatus, InternalError, SegmetroError
@@ -349,17 +350,18 @@ def feed_objects(files: Iterable, fd: int) -> threading.Thread:
         fetcher = Prefetcher(objects)
         try:
             with os.fdopen(fd, "wb", buffering=0) as pipe:
+                write = pipe.write  # a frame cut short would garble every one after it
                 try:
                     for source in objects:
                         with fetcher.open(source) as stream:
                             while chunk := stream.read(_FEED_CHUNK):
-                                pipe.write(_FRAME.pack(len(chunk)) + chunk)
-                        pipe.write(_FRAME.pack(0))
+                                write_all(write, _FRAME.pack(len(chunk)) + chunk)
+                        write_all(write, _FRAME.pack(0))
                 except SegmetroError as error:
-                    pipe.write(_FRAME.pack(FEED_ERROR) +
-                               pickle.dumps((int(error.status), str(error))))
+                    write_all(write, _FRAME.pack(FEED_ERROR) +
+                              pickle.dumps((int(error.status), str(error))))
                 except Exception as error:  # noqa: BLE001 - the reader reports it (exit 70)
-                    pipe.write(_FRAME.pack(FEED_ERROR) + pickle.dumps(
+                    write_all(write, _FRAME.pack(FEED_ERROR) + pickle.dumps(
                         (int(ExitStatus.INTERNAL), f"fetching objects: {type(error).__name__}: "
                                                    f"{error}")))
         except OSError:  # the reader ended (it stops early on --limit, or it was stopped)

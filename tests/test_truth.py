@@ -398,3 +398,18 @@ def test_a_second_stop_ends_a_map_whose_output_pipe_stays_full(tmp_path):
     process.send_signal(signal.SIGTERM)
     assert process.wait(timeout=20) == 143  # without anything reading its output
     process.communicate(timeout=20)
+
+
+def test_write_all_finishes_writes_a_signal_cut_short():
+    """What map's output and the object feed to the reader use: a write that returns short
+    (as a pipe's does when a signal lands) is carried on from where it stopped."""
+    from segmetro.files import write_all
+
+    out = bytearray()
+
+    def short(view):
+        out.extend(view[:7])
+        return min(7, len(view))
+
+    write_all(short, b"0123456789" * 5)
+    assert bytes(out) == b"0123456789" * 5
