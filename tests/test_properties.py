@@ -137,3 +137,13 @@ def test_js_json_shortcut_gives_what_the_full_walk_gives(obj):
     fast, full = js_json(obj), _js_json(obj)
     assert orjson.dumps(fast) == orjson.dumps(full)
     assert list(fast) == list(full)
+
+
+@BOUNDED
+@given(st.binary(max_size=200) | st.lists(st.sampled_from([b"{}", b"", b"\r", b" ", b"x" * 70]),
+                                          max_size=12).map(b"\n".join))
+def test_lines_split_as_bytes_split_does(chunk):
+    """The reader's line splitter (memchr through BytesIO) cuts exactly where ``split`` does."""
+    from segmetro.sources import _split_lines
+
+    assert _split_lines(chunk) == chunk.split(b"\n")
