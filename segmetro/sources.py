@@ -547,7 +547,7 @@ def _lines(chunks: Iterator[bytes], max_bytes: int, needles: tuple[bytes, ...] |
 # Lines holding these are tested one by one: a backslash could spell a needle with escapes, and
 # a batch envelope (``"batch": [...]``, needing a "[") holds several records.
 _BYTE_TEST_STOPS = (b"\\", b"[")
-_FIRST_BYTE, _LAST_BYTE = operator.itemgetter(0), operator.itemgetter(-1)
+_FIRST_BYTE, _BEFORE_END = operator.itemgetter(0), operator.itemgetter(-2)
 _OPEN, _CLOSE = {0x7B}, {0x7D}
 
 
@@ -570,11 +570,11 @@ def _scan(chunk: bytes, pos: int, stop: int, needles: tuple[bytes, ...]
             if 0 <= at < hit:
                 hit = at
         begin = max(rfind(b"\n", pos, hit) + 1, pos) if hit < stop else stop
-        if begin > pos:  # whole lines without a find
-            lines = chunk[pos:begin - 1].split(b"\n")
+        if begin > pos:  # whole lines without a find, each with its line end (memchr finds
+            lines = BytesIO(chunk[pos:begin]).readlines()  # them; bytes.split tests each byte)
             try:
                 run = set(map(_FIRST_BYTE, lines)) == _OPEN and \
-                    set(map(_LAST_BYTE, lines)) == _CLOSE
+                    set(map(_BEFORE_END, lines)) == _CLOSE
             except IndexError:  # an empty line
                 run = False
             if run:
@@ -582,7 +582,7 @@ def _scan(chunk: bytes, pos: int, stop: int, needles: tuple[bytes, ...]
                 yield len(lines)
             else:
                 one_by_one += len(lines)
-                yield from lines
+                yield from [line[:-1] for line in lines]
         if hit < stop:
             end = find(b"\n", hit, stop)
             one_by_one += 1
@@ -698,7 +698,7 @@ class Lane:
         lines = 1
         if stop > first + 1:
             body = piece[first + 1:stop - 1]
-            pieces = body.split(b"\n")
+            pieces = _split_lines(body)
             lines += len(pieces)
             try:
                 plain = body.find(b"[") < 0 and set(map(_FIRST_BYTE, pieces)) == _OPEN
