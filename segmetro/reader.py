@@ -366,9 +366,9 @@ class ReaderProcess:
         with os.fdopen(read_fd, "rb", buffering=1 << 20) as pipe:
             while True:
                 header = pipe.read(_HEADER.size)
-                body = pipe.read(_HEADER.unpack(header)[0]) if len(header) == _HEADER.size \
-                    else b""
-                if not body:
+                size = _HEADER.unpack(header)[0] if len(header) == _HEADER.size else -1
+                body = pipe.read(size) if size > 0 else b""
+                if size <= 0 or len(body) != size:  # the child ended, maybe inside a frame
                     raise InternalError(self._ended_early(pid))
                 message = pickle.loads(body)
                 yield message

@@ -413,3 +413,19 @@ def test_write_all_finishes_writes_a_signal_cut_short():
 
     write_all(short, b"0123456789" * 5)
     assert bytes(out) == b"0123456789" * 5
+
+
+def test_a_reader_that_dies_inside_a_frame_is_reported_as_ended():
+    """A lane killed while writing a frame leaves a frame cut short: the run says the reader
+    ended (exit 70 with what was read), not that a pickle was truncated."""
+    from segmetro.mapping import load_mapping
+    from segmetro.reader import ReaderProcess
+    from segmetro.sources import expand_inputs
+    from segmetro.status import InternalError
+
+    reader = ReaderProcess(expand_inputs([]), load_mapping(None), None, uploading=False)
+    read_fd, write_fd = os.pipe()
+    os.write(write_fd, (100).to_bytes(4, "little") + b"\x80\x05only ten")
+    os.close(write_fd)
+    with pytest.raises(InternalError, match="reader process .* ended before reading every"):
+        next(reader._frames(read_fd, 999_999))
