@@ -228,8 +228,6 @@ def _child(fd: int, job: "ReaderProcess", feed_fd: int | None, lane: Lane | None
     def send_chunk() -> None:
         send(("outcomes", entries.take(), sum(c.count for c in counters)))
 
-    entries = _Entries(None, send_chunk)  # given the repeat check below when it is the child's
-
     files_done = [0]  # so the input being read is number files_done[0]
 
     def file_done(name: str) -> None:
@@ -242,8 +240,8 @@ def _child(fd: int, job: "ReaderProcess", feed_fd: int | None, lane: Lane | None
         fetcher = FedObjects(feed_fd) if feed_fd is not None else None
         records = read_records(job.inputs, counters, file_done, mappings.needles, fetcher, lane)
         # the repeat check, here (in bulk, see ``_Entries``) or in the parent
-        entries.repeats = RepeatCheck(expected_events(job.inputs, mappings.needles)) \
-            if job.repeats is None else None
+        entries = _Entries(RepeatCheck(expected_events(job.inputs, mappings.needles))
+                           if job.repeats is None else None, send_chunk)
         skip, add = entries.skip, entries.add
         for outcome in process(records, mappings, job.window, job.span, repeats=None,
                                plain=entries.add_plain):
