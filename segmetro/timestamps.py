@@ -153,9 +153,10 @@ except ValueError:  # Python 3.10 does not read the Z
 
 
 def _is_canonical_shape(value: object) -> bool:
+    """``YYYY-MM-DDTHH:MM:SS.mmmZ`` by its separators (every third character from the fifth:
+    one slice costs less than six index tests)."""
     return value.__class__ is str and len(value) == 24 and value[23] == "Z" and \
-        value[10] == "T" and value[19] == "." and value[4] == "-" and value[7] == "-" and \
-        value[13] == ":" and value[16] == ":"
+        value[4:20:3] == "--T::."
 
 
 def _rfc3339_fast(text: str) -> tuple[str, int] | None:

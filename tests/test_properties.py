@@ -147,3 +147,16 @@ def test_lines_split_as_bytes_split_does(chunk):
     from segmetro.sources import _split_lines
 
     assert _split_lines(chunk) == chunk.split(b"\n")
+
+
+@BOUNDED
+@given(st.text(alphabet="0123456789-T:.Z+ ", min_size=22, max_size=26) | st.integers())
+def test_canonical_timestamp_shape_is_tested_at_every_separator(value):
+    """The strided slice that finds Segment's own timestamp spelling tests the same eight
+    places the index tests did."""
+    from segmetro.timestamps import _is_canonical_shape
+
+    old = value.__class__ is str and len(value) == 24 and value[23] == "Z" and \
+        value[10] == "T" and value[19] == "." and value[4] == "-" and value[7] == "-" and \
+        value[13] == ":" and value[16] == ":"
+    assert _is_canonical_shape(value) == old
