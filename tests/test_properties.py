@@ -150,7 +150,10 @@ def test_lines_split_as_bytes_split_does(chunk):
 
 
 @BOUNDED
-@given(st.text(alphabet="0123456789-T:.Z+ ", min_size=22, max_size=26) | st.integers())
+@given(st.text(alphabet="0123456789-T:.Z+ ", min_size=22, max_size=26) | st.integers() |
+       st.sampled_from(["2026-11-02T11:58:12.279Z", "2026-11-02 11:58:12.279Z",
+                        "2026-11-02T11:58:12,279Z", "2026-11-02T11-58:12.279Z",
+                        "2026/11-02T11:58:12.279Z", "2026-11-02T11:58:12.279+"]))
 def test_canonical_timestamp_shape_is_tested_at_every_separator(value):
     """The strided slice that finds Segment's own timestamp spelling tests the same eight
     places the index tests did."""
