@@ -252,3 +252,14 @@ def test_a_port_in_use_is_one_line_and_exit_2():
     assert done.stderr.strip().splitlines() == [
         f"error: cannot listen on 127.0.0.1:{port}: Address already in use (another program "
         "uses it; --port 0 picks a free one)"]
+
+
+@pytest.mark.parametrize("store", [False, True], ids=["ids-only", "store"])
+def test_repeats_are_counted_the_same_with_or_without_a_store(tmp_path, store):
+    """Metronome keeps the first event of an id: a repeat, in the same batch or a later one, is
+    a duplicate, whether the emulator keeps only ids or also stores the events."""
+    handle = open(tmp_path / "store.jsonl", "ab") if store else None
+    state = EmulatorState("t0k", Faults(), now_ms=NOW_MS, store=handle)
+    state.ingest([{"transaction_id": t} for t in ("a", "a", "b")])
+    state.ingest([{"transaction_id": t} for t in ("b", "c")])
+    assert (state.accepted, state.duplicates, sorted(state.seen)) == (3, 2, ["a", "b", "c"])
