@@ -359,18 +359,20 @@ def test_rejects_name_the_mapping_at_every_stage(run, write, tmp_path):
 
 # --- a stop settles the frame in hand: the summary counts what was written, no line torn ------
 
+@pytest.mark.parametrize("reader", ["1", "0"], ids=["reader-process", "one-process"])
 @pytest.mark.parametrize("signum, status", [(signal.SIGTERM, 143), (signal.SIGINT, 130)],
                          ids=["SIGTERM", "SIGINT"])
 def test_map_stopped_while_its_output_pipe_is_full_counts_what_it_wrote(tmp_path, signum,
-                                                                         status):
+                                                                         status, reader):
     """``map ... | slow consumer``: the stop arrives while a write waits for room in the pipe.
-    The frame in hand is written whole before the run stops, so the summary's events are the
-    lines written, every one of them whole."""
+    The step in hand (a reader's frame, or one record without a reader process) is written
+    whole before the run stops, so the summary's events are the lines written, every one of
+    them whole."""
     path = tmp_path / "export.jsonl"
     path.write_bytes(jsonl(*[track(n) for n in range(60_000)]))
     process = subprocess.Popen([sys.executable, "-m", "segmetro", "map", str(path), *NOW,
                                 "--json"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                               cwd=ROOT)
+                               cwd=ROOT, env=dict(os.environ, SEGMETRO_READER_PROCESS=reader))
     time.sleep(1.5)  # nothing reads the pipe yet: the map waits in a write
     process.send_signal(signum)
     out, err = process.communicate(timeout=60)
