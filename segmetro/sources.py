@@ -697,15 +697,16 @@ class Lane:
         stop = piece.rfind(b"\n") + 1
         lines = 1
         if stop > first + 1:
-            body = piece[first + 1:stop - 1]
-            pieces = _split_lines(body)
-            lines += len(pieces)
-            try:
-                plain = body.find(b"[") < 0 and set(map(_FIRST_BYTE, pieces)) == _OPEN
-            except IndexError:  # an empty line
-                plain = False
-            records += len(pieces) if plain else \
-                sum(_records_in(line, max_bytes) for line in pieces)
+            stream = BytesIO(piece)  # shares the bytes: the lines are the only copies made
+            stream.seek(first + 1)
+            whole = stream.readlines()  # each with its line end, the unended rest last
+            if stop < len(piece):
+                whole.pop()
+            lines += len(whole)
+            plain = piece.find(b"[", first + 1, stop) < 0 and \
+                set(map(_FIRST_BYTE, whole)) == _OPEN  # a blank line starts with its end
+            records += len(whole) if plain else \
+                sum(_records_in(line[:-1], max_bytes) for line in whole)
         if stop < len(piece):
             other.add(piece[stop:])
         return Foreign(lines, records)
