@@ -102,7 +102,7 @@ class _Entries:
     travel with it, and its ids only when there are answers), any other event as it comes,
     after the run before it. Without, the parent checks (it needs every event's id)."""
 
-    def __init__(self, repeats: RepeatCheck | None, full: Callable[[], None] | None = None):
+    def __init__(self, repeats: RepeatCheck | None, full: Callable[[], None]):
         self.entries: list = []
         self.weight = 0  # outcomes in the entries, a run's events each counted
         self.repeats = repeats
@@ -153,7 +153,7 @@ class _Entries:
         lines.append(line)
         ids.append(transaction_id)
         self.weight += 1
-        if self.weight >= CHUNK and self.full is not None:
+        if self.weight >= CHUNK:
             self.full()
 
     def close(self) -> None:
