@@ -39,6 +39,7 @@ import signal
 import struct
 import traceback
 from contextlib import aclosing
+from itertools import repeat
 from typing import AsyncIterator, Callable, Iterator
 
 import orjson
@@ -543,8 +544,7 @@ def run_outcomes(entry: tuple, repeats: RepeatCheck | None = None,
     included unless ``unread`` is false (they were counted). With ``repeats``, each event meets
     the repeat check, unless ``answers`` holds what it already said of those that are not
     new (or the child's check did: the run's own answers)."""
-    _, file, first, seq, _, _, _, jsons, types, stamps, mappings, texts, lines, ids, checked \
-        = entry
+    _, file, first, seq, _, _, _, jsons, types, stamps, mappings, _, lines, ids, checked = entry
     if answers is None:
         answers = checked
         if answers is None and ids is not None and repeats is not None:
@@ -557,14 +557,71 @@ def run_outcomes(entry: tuple, repeats: RepeatCheck | None = None,
             outcomes.append(Outcome(SKIPPED, SegmentRecord(file, line - 1, line - 1 + delta, None),
                                     code=UNREAD_TYPE, repeat=line - after))
         after = line + 1
-        record = SegmentRecord(file, line, line + delta, orjson.Fragment(texts[index]))
-        event_json = jsons[index]
-        event = orjson.Fragment(event_json)
+        outcome = run_event(entry, index)
         if answers and index in answers:
-            outcomes.append(RepeatCheck.verdict(answers[index], record, event, event_json,
-                                                ids[index], mappings[index], True, types[index],
-                                                stamps[index]))
-        else:
-            outcomes.append(Outcome(EVENT, record, event, None, None, None, mappings[index],
-                                    True, event_json, types[index], stamps[index]))
+            outcome = RepeatCheck.verdict(answers[index], outcome.record, outcome.event,
+                                          outcome.event_json, ids[index], mappings[index], True,
+                                          types[index], stamps[index])
+        outcomes.append(outcome)
     return outcomes
+
+
+def run_event(entry: tuple, index: int) -> Outcome:
+    """The outcome of event ``index`` of an event run (see ``_Entries``), new to the repeat
+    check."""
+    _, file, first, seq, _, _, _, jsons, types, stamps, mappings, texts, lines, _, _ = entry
+    line = lines[index]
+    event_json = jsons[index]
+    return Outcome(EVENT, SegmentRecord(file, line, line + seq - first,
+                                        orjson.Fragment(texts[index])),
+                   orjson.Fragment(event_json), None, None, None, mappings[index], True,
+                   event_json, types[index], stamps[index])
+
+
+class Events:
+    """Valid events in input order, as a send batches them: each one's JSON (``jsons``) and
+    where it came from (``sources``): its outcome, or ``(run, index)`` for an event of an
+    event run (``_Entries``), whose outcome is made only when asked for (``outcomes``). The
+    usual send (no checkpoint ledger) needs one only for an event Metronome rejects."""
+
+    __slots__ = ("jsons", "sources")
+
+    def __init__(self, jsons: list[bytes] | None = None, sources: list | None = None):
+        self.jsons = [] if jsons is None else jsons
+        self.sources = [] if sources is None else sources
+
+    def __len__(self) -> int:
+        return len(self.jsons)
+
+    def add(self, outcome: Outcome) -> None:
+        self.jsons.append(outcome.event_json)
+        self.sources.append(outcome)
+
+    def add_run(self, entry: tuple) -> None:
+        """Every event of an event run that the repeat check found new."""
+        jsons = entry[7]
+        self.jsons += jsons
+        self.sources += zip(repeat(entry), range(len(jsons)))
+
+    def extend(self, other: "Events") -> None:
+        self.jsons += other.jsons
+        self.sources += other.sources
+
+    def take(self, count: int) -> "Events":
+        """The first ``count`` events, removed from these."""
+        taken = Events(self.jsons[:count], self.sources[:count])
+        del self.jsons[:count], self.sources[:count]
+        return taken
+
+    def halves(self) -> tuple["Events", "Events"]:
+        middle = len(self.jsons) // 2
+        return (Events(self.jsons[:middle], self.sources[:middle]),
+                Events(self.jsons[middle:], self.sources[middle:]))
+
+    def body(self) -> bytes:
+        """The JSON array of the events, as ``orjson.dumps`` would write it."""
+        return b"[" + b",".join(self.jsons) + b"]"
+
+    def outcomes(self) -> list[Outcome]:
+        return [run_event(*source) if source.__class__ is tuple else source
+                for source in self.sources]

@@ -19,7 +19,8 @@ from segmetro.mapping import MappingSet
 from segmetro.pipeline import EVENT, REJECTED, Outcome, RepeatCheck, Span, Tally, process
 from segmetro.rejects import RejectsFile
 from segmetro.summary import RunReport
-from segmetro.reader import EVENT_RUN, ReaderProcess, decode, run_outcomes, use_reader_process
+from segmetro.reader import (EVENT_RUN, Events, ReaderProcess, decode, run_outcomes,
+                             use_reader_process)
 from segmetro.sources import ByteCounter, InputSet, expected_events, read_records
 from segmetro.status import failure
 from segmetro.timestamps import format_ms
@@ -165,7 +166,7 @@ class Flow:
                                uploading=False)
 
         def take_frame(entries: list) -> None:
-            jsons = self.take_entries(entries, reader.repeats, outcomes=False)
+            jsons = self.take_entries(entries, reader.repeats).jsons
             if jsons:
                 on_events(jsons)
 
@@ -177,18 +178,19 @@ class Flow:
             if tick is not None:
                 tick(tally, self.remote_bytes_read)
 
-    def take_entries(self, entries: list, repeats: RepeatCheck | None, outcomes: bool) -> list:
+    def take_entries(self, entries: list, repeats: RepeatCheck | None) -> Events:
         """Account for a reader's frame (``reader._Entries``), in order, with ``repeats`` when
-        the repeat check is this process's; the valid events, as outcomes or as their JSON. A
-        run of plain events is counted in bulk, unless a checkpoint ledger follows each
-        outcome or the repeat check finds a repeat among them."""
+        the repeat check is this process's; the valid events. A run of plain events is counted
+        in bulk and passed on as it came, unless a checkpoint ledger follows each outcome or
+        the repeat check finds a repeat among them."""
         take, tally = self.take, self.report.tally
-        events: list = []
+        events = Events()
         pending: list = []  # entries decoded together (outcomes of a record share it)
 
         def take_each(taken: list[Outcome]) -> None:
-            events.extend(outcome if outcomes else outcome.event_json
-                          for outcome in taken if take(outcome))
+            for outcome in taken:
+                if take(outcome):
+                    events.add(outcome)
 
         for entry in entries:
             if entry[0] != EVENT_RUN or self.ledger is not None:
@@ -204,7 +206,7 @@ class Flow:
                 take_each(run_outcomes(entry, repeats, answers))
                 continue
             tally.count_run(file, first, lines[-1], types, stamps)
-            events += run_outcomes(entry, unread=False) if outcomes else jsons
+            events.add_run(entry)
         if pending:
             take_each(decode(pending, repeats))
         return events

@@ -14,7 +14,7 @@ from segmetro.pipeline import Outcome
 from segmetro.summary import RunReport, UploadStats
 from segmetro.status import ExitStatus, failure
 from segmetro.run import STOP_SIGNALS, Flow, Tick
-from segmetro.reader import ReaderProcess, use_reader_process
+from segmetro.reader import Events, ReaderProcess, use_reader_process
 from segmetro.upload import Uploader, UploadSettings
 
 
@@ -36,16 +36,16 @@ class _Sender:
     def _stopping(self) -> bool:
         return self.uploader.aborted is not None or self.stop.is_set()
 
-    async def _event_lists(self) -> AsyncIterator[list[Outcome]]:
-        """The flow's events in order, a list at a time, every other outcome accounted for."""
+    async def _event_lists(self) -> AsyncIterator[Events]:
+        """The flow's events in order, some at a time, every other outcome accounted for."""
         flow = self.flow
         if not use_reader_process():
-            events = []
+            events = Events()
             for outcome in flow.outcomes(self.tick):
-                events.append(outcome)
+                events.add(outcome)
                 if len(events) >= self.batch_size:
                     yield events
-                    events = []
+                    events = Events()
             yield events
             return
         reader = ReaderProcess(flow.inputs, flow.mappings, flow.window, flow.span)
@@ -55,7 +55,7 @@ class _Sender:
             async for message in messages:
                 if message[0] == "outcomes":
                     flow.remote_bytes_read = message[2]
-                    yield flow.take_entries(message[1], None, outcomes=True)
+                    yield flow.take_entries(message[1], None)
                 elif message[0] == "file_done" and ledger is not None:
                     ledger.file_read(message[1])
 
@@ -99,12 +99,11 @@ class _Sender:
         size = self.batch_size
         try:
             async with uploader, aclosing(self._event_lists()) as event_lists:
-                pending: list[Outcome] = []
+                pending = Events()
                 async for events in event_lists:
-                    pending += events
+                    pending.extend(events)
                     while len(pending) >= size and not self._stopping():
-                        await uploader.submit(pending[:size])
-                        del pending[:size]
+                        await uploader.submit(pending.take(size))
                         await asyncio.sleep(0)  # let responses in between batches
                     if self._stopping():
                         break
@@ -133,9 +132,9 @@ def run_upload(flow: Flow, settings: UploadSettings, tick: Tick | None = None,
     report.dry_run = False
     tally, ledger = report.tally, flow.ledger
 
-    def on_sent(outcomes: list[Outcome]) -> None:
+    def on_sent(events: Events) -> None:
         if ledger is not None:
-            ledger.settle(outcomes)
+            ledger.settle(events.outcomes())
 
     def on_rejected(outcome: Outcome, code: str, reason: str) -> None:
         tally.reject(outcome, "api", code, reason)

@@ -32,12 +32,12 @@ from typing import Callable
 from urllib.parse import urlsplit
 
 import httpx
-import orjson
 
 from segmetro import __version__
 from segmetro.events import DEFAULT_BASE_URL, MAX_BATCH
 from segmetro.network import certificate_message, httpx_options, untrusted_certificate
 from segmetro.pipeline import Outcome
+from segmetro.reader import Events
 from segmetro.ratelimit import TokenBucket
 from segmetro.redact import register, scrub
 from segmetro.summary import UploadStats
@@ -224,7 +224,7 @@ def server_message(response: httpx.Response) -> str:
 
 @dataclass(slots=True)
 class Batch:
-    outcomes: list[Outcome]
+    events: Events
     attempts: int = 0
 
 
@@ -267,7 +267,7 @@ class Uploader:
     """Sends batches; reports each event's fate through ``on_sent`` and ``on_rejected``."""
 
     def __init__(self, settings: UploadSettings, stats: UploadStats,
-                 on_sent: Callable[[list[Outcome]], None],
+                 on_sent: Callable[[Events], None],
                  on_rejected: Callable[[Outcome, str, str], None],
                  log: Callable[[str], None] = lambda message: None, bucket=None):
         self.settings = settings
@@ -312,13 +312,13 @@ class Uploader:
             await self._transport.aclose()
         await self.bucket.close()
 
-    async def submit(self, outcomes: list[Outcome]) -> None:
+    async def submit(self, events: Events) -> None:
         """Queue one batch; waits while the in-flight limit is reached."""
         if self.aborted:
             return
         number = await self.window.enter()
         await self.limit.acquire()
-        task = asyncio.create_task(self._run(Batch(outcomes), number))
+        task = asyncio.create_task(self._run(Batch(events), number))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
@@ -365,10 +365,11 @@ class Uploader:
 
     async def _deliver(self, batch: Batch) -> None:
         """Send until acknowledged, split, rejected or given up."""
-        body = orjson.dumps([o.event for o in batch.outcomes])
+        events = batch.events
+        body = events.body()
         if self.settings.gzip:
             body = gzip.compress(body, compresslevel=5)
-        await self.bucket.take(len(batch.outcomes))
+        await self.bucket.take(len(events))
         while True:
             if self.aborted:
                 raise Aborted(self.aborted)
@@ -382,8 +383,8 @@ class Uploader:
                 raise Aborted(self.aborted)
             meaning = Verdict.RETRY if status is None else verdict(status)
             if meaning is Verdict.ACKNOWLEDGED:
-                self.stats.sent += len(batch.outcomes)
-                self.on_sent(batch.outcomes)
+                self.stats.sent += len(events)
+                self.on_sent(events)
                 return
             if meaning is Verdict.SPLIT:
                 await self._split(batch, status, response)
@@ -398,7 +399,7 @@ class Uploader:
                 raise Aborted(self.aborted)
             if meaning is Verdict.REJECTED:
                 message = server_message(response)
-                for outcome in batch.outcomes:
+                for outcome in events.outcomes():
                     self.on_rejected(outcome, f"http-{status}",
                                      f"Metronome answered HTTP {status}: {message}")
                 return
@@ -426,14 +427,14 @@ class Uploader:
         return status, response, None
 
     async def _split(self, batch: Batch, status: int, response: httpx.Response) -> None:
-        if len(batch.outcomes) == 1:
-            self.on_rejected(batch.outcomes[0], f"http-{status}",
+        events = batch.events
+        if len(events) == 1:
+            self.on_rejected(events.outcomes()[0], f"http-{status}",
                              f"Metronome rejected the event (HTTP {status}): "
                              f"{server_message(response)}")
             return
         self.stats.bisected += 1
-        middle = len(batch.outcomes) // 2
-        for half in (batch.outcomes[:middle], batch.outcomes[middle:]):
+        for half in events.halves():
             await self._deliver(Batch(half))
 
     async def _back_off(self, batch: Batch, status: int | None, response, error) -> None:
