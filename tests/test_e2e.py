@@ -163,3 +163,39 @@ def test_send_through_the_reader_process_does_what_one_process_does(
     assert results[0][1]["duplicates"] >= 12
     conflicts = [line for line, code in results[0][2] if code == "conflicting-transaction-id"]
     assert len(conflicts) >= 14
+
+
+def test_events_metronome_rejects_reach_the_rejects_file_from_the_reader_process(
+        run, write, tmp_path, monkeypatch):
+    """A send's events travel from the reader process as runs, and become outcomes only when
+    one is needed (``reader.Events``). When Metronome rejects some (here an emulator whose
+    backdating window is shorter than the client's), the batch is split down to them, and each
+    reaches the rejects file with its own line and record, as when one process does it all."""
+    identify = {"type": "identify", "userId": "u", "messageId": "i"}
+    rows = []
+    for n, event in enumerate(events(400)):
+        rows.append(event)
+        rows += [dict(identify, messageId=f"i{n}-{k}") for k in range(n % 3)]
+    path = write("in.jsonl", jsonl(*rows))
+    ids_by_line = {number: row["messageId"] for number, row in enumerate(rows, 1)}
+    results = []
+    for setting in ("1", "0"):
+        monkeypatch.setenv("SEGMETRO_READER_PROCESS", setting)
+        (tmp_path / "store.jsonl").unlink(missing_ok=True)
+        with open(tmp_path / "store.jsonl", "ab") as store:
+            state = EmulatorState(TOKEN, now_ms=parse_rfc3339(NOW), store=store,
+                                  backdate_days=10)
+            with BackgroundEmulator(state) as server:
+                result = send(run, server, path, "--rate-limit", "0")
+        summary = orjson.loads(result.stdout)
+        rejects = read_jsonl(tmp_path / "rejects.jsonl")
+        (tmp_path / "rejects.jsonl").unlink()
+        assert {r["stage"] for r in rejects} == {"api"}
+        assert all(r["record"]["messageId"] == ids_by_line[r["line"]] for r in rejects)
+        assert all(r["record"]["timestamp"] < "2026-11-15" for r in rejects)
+        results.append((summary["sent"], summary["rejected"], summary["bisected"],
+                        sorted(stored_ids(tmp_path)), sorted((r["line"], r["seq"]) for r in rejects)))
+    assert results[0] == results[1]
+    sent, rejected = results[0][:2]
+    too_old = sum(1 for n in range(400) if n % 14 < 5)  # days 10 to 14
+    assert (sent, rejected) == (400 - too_old, too_old) and sent == len(results[0][3])
