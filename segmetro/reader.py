@@ -6,8 +6,8 @@ compact outcomes to the parent over a pipe; the parent keeps everything that mus
 durable (the tally, the rejects file, the checkpoint ledger, the upload) and only decodes.
 
 Events travel as the JSON the child made of them (for the repeat check), so the parent writes
-or POSTs those bytes as they are (``orjson.Fragment``) and never rebuilds the dict. The repeat
-check runs in whichever process has room (see ``ReaderProcess.repeats``).
+those bytes as they are, or joins them into a request body (``Events``), and never rebuilds the
+dict. The repeat check runs in whichever process has room (see ``ReaderProcess.repeats``).
 
 Wire format: frames of a 4-byte length and a pickled message, one of
 ``("outcomes", [tuple, ...], bytes_read)``, ``("file_done", name)``, ``("end", bytes_read)`` and
@@ -582,7 +582,8 @@ class Events:
     """Valid events in input order, as a send batches them: each one's JSON (``jsons``) and
     where it came from (``sources``): its outcome, or ``(run, index)`` for an event of an
     event run (``_Entries``), whose outcome is made only when asked for (``outcomes``). The
-    usual send (no checkpoint ledger) needs one only for an event Metronome rejects."""
+    usual send needs one only for an event Metronome rejects. (With a checkpoint ledger, which
+    knows records by identity, every event comes as its outcome: ``run.Flow.take_entries``.)"""
 
     __slots__ = ("jsons", "sources")
 
