@@ -3,8 +3,8 @@
 - Batches are JSON arrays of 1 to ``batch_size`` events in input order; never ``[]``.
 - Requests go out over one pool of ``concurrency`` connections (httpx's interface over
   aiohttp's connections, ``transport.py``); how many are in flight adapts to the server within
-  ``concurrency``: additive increase while latency holds, multiplicative decrease on 429, 5xx,
-  timeouts and latency spikes (as Vector's adaptive request concurrency).
+  ``concurrency``: TCP's slow start, then additive increase while latency holds, multiplicative
+  decrease on 429, 5xx, timeouts and latency spikes (as Vector's adaptive request concurrency).
 - One token bucket (GCRA) in events per second spans every request.
 - Retries on connection errors, timeouts, 408, 429 and 5xx except 501, with jittered exponential
   backoff; ``retry-after-ms`` and ``Retry-After`` are honoured, and a 429 pauses every request.
@@ -135,12 +135,15 @@ def is_loopback(host: str) -> bool:
 
 
 class AdaptiveLimit:
-    """How many requests may be in flight: AIMD on latency and back-pressure, within a ceiling."""
+    """How many requests may be in flight: AIMD on latency and back-pressure, within a ceiling.
+    It starts as TCP does (slow start): +1 a success, so the limit doubles each round trip,
+    until the first sign of congestion (a cut); from then on +1 a round trip."""
 
     def __init__(self, ceiling: int, initial: int = 8):
         self.ceiling = ceiling
         self.limit = float(min(initial, ceiling))
         self.in_flight = 0
+        self.slow_start = True
         self._rtt_mean: float | None = None
         self._last_cut = 0.0
         self._waiters: deque[asyncio.Future] = deque()
@@ -170,7 +173,7 @@ class AdaptiveLimit:
         if mean is not None and rtt > mean * 2 + 0.05:
             self._cut(0.9, rtt)
         elif self.limit < self.ceiling:
-            self.limit = min(self.ceiling, self.limit + 1 / self.limit)
+            self.limit = min(self.ceiling, self.limit + (1 if self.slow_start else 1 / self.limit))
             self._wake()
 
     def back_pressure(self) -> None:
@@ -181,6 +184,7 @@ class AdaptiveLimit:
         if now - self._last_cut >= window:  # at most one cut per round trip
             self._last_cut = now
             self.limit = max(1.0, self.limit * ratio)
+            self.slow_start = False
 
 
 def retry_after(response: httpx.Response) -> float | None:

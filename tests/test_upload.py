@@ -10,7 +10,7 @@ import orjson
 import pytest
 from conftest import jsonl, read_jsonl, track
 
-from segmetro.upload import Verdict, retry_after, verdict
+from segmetro.upload import AdaptiveLimit, Verdict, retry_after, verdict
 
 URL = "http://127.0.0.1:9/v1/ingest"
 TOKEN = "sk-test-SECRET-1234"
@@ -241,3 +241,26 @@ def test_413_splits_like_400(send, httpx_mock, tmp_path):
     httpx_mock.add_callback(answer, url=URL, is_reusable=True)
     summary = orjson.loads(send([track(n) for n in range(100)]).stdout)
     assert summary["sent"] == 100 and summary["rejected"] == 0 and summary["bisected"] == 3
+
+
+def test_requests_in_flight_double_each_round_trip_until_congestion_then_grow_by_one():
+    """Slow start, as TCP's: a send at 50 ms reaches 64 requests in flight after three round
+    trips instead of fifty; after the first sign of congestion the limit grows by one a round
+    trip, and a 429 halves it."""
+    def round_trip(limit):  # every request in flight answers, latency steady
+        for _ in range(int(limit.limit)):
+            limit.success(0.05)
+
+    limit = AdaptiveLimit(64)
+    sizes = [limit.limit]
+    for _ in range(3):
+        round_trip(limit)
+        sizes.append(limit.limit)
+    assert sizes == [8, 16, 32, 64]
+
+    limit = AdaptiveLimit(64)
+    round_trip(limit)
+    limit.back_pressure()  # a 429, 5xx or timeout
+    assert limit.limit == 8 and not limit.slow_start
+    round_trip(limit)
+    assert 8.9 < limit.limit < 9.1
