@@ -7,9 +7,9 @@
 Parts:
   map       segmetro map (default mapping) vs a minimal hand-written orjson loop doing the same
             mapping, timestamp normalisation and checks (the practical limit in Python) vs jq -c
-  send      segmetro send against the emulator (separate process) at 0 ms and 50 ms latency vs a
-            sequential loop posting 100-event batches with httpx; client CPU per event, and the
-            emulator's (it shares the two cores); and
+  send      segmetro send against the emulator (separate process) at 0 ms and 50 ms latency (the
+            best of three each, taking turns) vs a sequential loop posting 100-event batches with
+            httpx; client CPU per event, and the emulator's (it shares the two cores); and
             --rate-limit 5000 accuracy
   rss       peak RSS of `segmetro send --dry-run` at 100k and 1M events
   mappings  50 mappings with triggers vs the default single mapping
@@ -297,10 +297,18 @@ def send_once(data: Path, latency: float, *extra: str) -> dict:
             "client_peak_rss_mib": run["maxrss_mib"]}
 
 
-def bench_send(data: Path, sequential_data: Path, rate_data: Path) -> dict:
+def bench_send(data: Path, sequential_data: Path, rate_data: Path, runs: int) -> dict:
+    """segmetro's sends at 0 and 50 ms take turns, ``runs`` times; the best of each is kept (as
+    for ``map``: the machine's slow spells are not the code's), every run's rate with it."""
     result = {}
-    for latency in (0, 50):
-        result[f"segmetro_{latency}ms"] = send_once(data, latency, "--rate-limit", "0")
+    tries: dict[int, list[dict]] = {0: [], 50: []}
+    for _ in range(runs):
+        for latency, each in tries.items():
+            each.append(send_once(data, latency, "--rate-limit", "0"))
+    for latency, each in tries.items():
+        best = max(each, key=lambda r: r["events_per_s_while_sending"])
+        best["runs_events_per_s_while_sending"] = [r["events_per_s_while_sending"] for r in each]
+        result[f"segmetro_{latency}ms"] = best
     script = OUT / "sequential.py"
     script.write_text(SEQUENTIAL)
     with Emulator("--latency", "50") as emulator:
@@ -624,9 +632,13 @@ def table(results: dict) -> str:
     if "send" in results:
         s = results["send"]
         for key in ("segmetro_0ms", "segmetro_50ms", "sequential_50ms"):
-            row(f"send: {key} events/s, sustained (first to last batch)",
+            rates = s[key].get("runs_events_per_s_while_sending", [])
+            row(f"send: {key} events/s, sustained (first to last batch)"
+                + (f", best of {len(rates)}" if len(rates) > 1 else ""),
                 f"{s[key]['events_per_s_while_sending']:,.0f}",
                 "target >= 50,000" if key == "segmetro_50ms" else "")
+            if len(rates) > 1:
+                row(f"send: {key} every run's events/s", ", ".join(f"{r:,.0f}" for r in rates))
             row(f"send: {key} events/s, whole run with start-up",
                 f"{s[key]['events_per_s']:,.0f}")
             row(f"send: {key} client CPU us/event", f"{s[key]['client_cpu_us_per_event']:.1f}")
@@ -717,7 +729,7 @@ def main() -> None:
         send_data = generate(OUT / f"export-{600_000 // scale}.jsonl", 600_000 // scale)
         seq_data = generate(OUT / f"export-{20_000 // scale}.jsonl", 20_000 // scale)
         rate_data = generate(OUT / f"export-{50_000 // scale}.jsonl", 50_000 // scale)
-        results["send"] = bench_send(send_data, seq_data, rate_data)
+        results["send"] = bench_send(send_data, seq_data, rate_data, runs)
     if "rss" in parts:
         small = generate(OUT / f"export-{100_000 // scale}.jsonl", 100_000 // scale)
         count = args.rss_large // scale
