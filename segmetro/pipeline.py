@@ -188,8 +188,7 @@ def process(records: Iterable[SegmentRecord], mappings: MappingSet,
                               result.mapping, final, None, event_type, timestamp)
                 continue
             body = dumps(event)
-            if plain is not None and not last and record.text is not None and \
-                    record.line_seq < 0 and record.origin is None:
+            if plain is not None and not last and record.text is not None:  # a line, one record
                 plain(record, body, event_type, timestamp, result.mapping,
                       event["transaction_id"])
             elif repeats is None:
