@@ -849,7 +849,7 @@ def read_file(source: InputFile, counter_sink: list | None = None,
                 seq += line.records
                 continue
             line_no += 1
-            if needles is not None and line.__class__ is bytes and line[:1] == b"{":
+            if needles is not None and line.__class__ is bytes:
                 # find, not ``in``: bytes' ``in`` first tries its operand as an integer, and
                 # the TypeError it makes and drops costs more than the search
                 find = line.find
@@ -857,7 +857,8 @@ def read_file(source: InputFile, counter_sink: list | None = None,
                     if find(needle) >= 0:
                         break
                 else:
-                    if find(b"\\") < 0 and (find(b"[") < 0 or find(b'"batch"') < 0) and \
+                    if line[:1] == b"{" and find(b"\\") < 0 and \
+                            (find(b"[") < 0 or find(b'"batch"') < 0) and \
                             (line[-1:] == b"}" or line.rstrip()[-1:] == b"}"):
                         unread += 1  # handed on as one record when the run ends
                         seq += 1
