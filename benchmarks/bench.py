@@ -1,6 +1,6 @@
 """segmetro's benchmarks: one command, every measurement side by side.
 
-    python benchmarks/bench.py                 # the full run (about 7 minutes on 2 cores)
+    python benchmarks/bench.py                 # the full run (about 10 minutes on 2 cores)
     python benchmarks/bench.py --quick         # smaller inputs, for a smoke test
     python benchmarks/bench.py --only map,send # some parts only
 
