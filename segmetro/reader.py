@@ -583,7 +583,8 @@ class Events:
     where it came from (``sources``): its outcome, or ``(run, index)`` for an event of an
     event run (``_Entries``), whose outcome is made only when asked for (``outcomes``). The
     usual send needs one only for an event Metronome rejects. (With a checkpoint ledger, which
-    knows records by identity, every event comes as its outcome: ``run.Flow.take_entries``.)"""
+    knows records by identity, every event comes as its outcome: ``run.Flow.take_entries``.)
+    ``Events.json_only()`` keeps the JSON alone, for what only writes it (map, dry runs)."""
 
     __slots__ = ("jsons", "sources")
 
@@ -591,18 +592,26 @@ class Events:
         self.jsons = [] if jsons is None else jsons
         self.sources = [] if sources is None else sources
 
+    @classmethod
+    def json_only(cls) -> "Events":
+        events = cls()
+        events.sources = None
+        return events
+
     def __len__(self) -> int:
         return len(self.jsons)
 
     def add(self, outcome: Outcome) -> None:
         self.jsons.append(outcome.event_json)
-        self.sources.append(outcome)
+        if self.sources is not None:
+            self.sources.append(outcome)
 
     def add_run(self, entry: tuple) -> None:
         """Every event of an event run that the repeat check found new."""
         jsons = entry[7]
         self.jsons += jsons
-        self.sources += zip(repeat(entry), range(len(jsons)))
+        if self.sources is not None:
+            self.sources += zip(repeat(entry), range(len(jsons)))
 
     def extend(self, other: "Events") -> None:
         self.jsons += other.jsons

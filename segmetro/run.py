@@ -166,7 +166,7 @@ class Flow:
                                uploading=False)
 
         def take_frame(entries: list) -> None:
-            jsons = self.take_entries(entries, reader.repeats).jsons
+            jsons = self.take_entries(entries, reader.repeats, Events.json_only()).jsons
             if jsons:
                 on_events(jsons)
 
@@ -178,13 +178,14 @@ class Flow:
             if tick is not None:
                 tick(tally, self.remote_bytes_read)
 
-    def take_entries(self, entries: list, repeats: RepeatCheck | None) -> Events:
+    def take_entries(self, entries: list, repeats: RepeatCheck | None,
+                     events: Events | None = None) -> Events:
         """Account for a reader's frame (``reader._Entries``), in order, with ``repeats`` when
-        the repeat check is this process's; the valid events. A run of plain events is counted
-        in bulk and passed on as it came, unless a checkpoint ledger follows each outcome or
-        the repeat check finds a repeat among them."""
+        the repeat check is this process's; the valid events, added to ``events`` (new ones by
+        default). A run of plain events is counted in bulk and passed on as it came, unless a
+        checkpoint ledger follows each outcome or the repeat check finds a repeat among them."""
         take, tally = self.take, self.report.tally
-        events = Events()
+        events = Events() if events is None else events
         pending: list = []  # entries decoded together (outcomes of a record share it)
 
         def take_each(taken: list[Outcome]) -> None:
