@@ -538,10 +538,9 @@ def decode(chunk: list, repeats: RepeatCheck | None = None) -> list[Outcome]:
 
 
 def run_outcomes(entry: tuple, repeats: RepeatCheck | None = None,
-                 answers: dict[int, int | str] | None = None, unread: bool = True
-                 ) -> list[Outcome]:
+                 answers: dict[int, int | str] | None = None) -> list[Outcome]:
     """An event run's outcomes (see ``_Entries``), the unread lines between its events
-    included unless ``unread`` is false (they were counted). With ``repeats``, each event meets
+    included. With ``repeats``, each event meets
     the repeat check, unless ``answers`` holds what it already said of those that are not
     new (or the child's check did: the run's own answers)."""
     _, file, first, seq, _, _, _, jsons, types, stamps, mappings, _, lines, ids, checked = entry
@@ -553,7 +552,7 @@ def run_outcomes(entry: tuple, repeats: RepeatCheck | None = None,
     outcomes = []
     after = first  # the line after the last outcome's
     for index, line in enumerate(lines):
-        if line > after and unread:
+        if line > after:
             outcomes.append(Outcome(SKIPPED, SegmentRecord(file, line - 1, line - 1 + delta, None),
                                     code=UNREAD_TYPE, repeat=line - after))
         after = line + 1
