@@ -333,12 +333,58 @@ class _Unsettled:
     complete: bool = False  # all its outcomes seen
     through: SegmentRecord | None = None  # the last settled record after it, if any
 
+    @property
+    def key(self) -> int:
+        return id(self.record)
+
+    def resume_at(self) -> Position:
+        return self.record.resume_at()
+
+    def resume_after(self) -> Position:
+        return (self.through or self.record).resume_after()
+
+
+class _Run:
+    """An event run (``reader._Entries``: consecutive lines that are one record each, each
+    making one event, the lines between them unread) with events not yet settled. ``settled``
+    marks each event acknowledged or rejected; the run's settled prefix ends at the first
+    unmarked one, so a crash resends no more of a run than of records followed one by one."""
+
+    __slots__ = ("entry", "settled", "unsettled", "through")
+    complete = True  # every event of the run is its record's only outcome
+
+    def __init__(self, entry: tuple):
+        self.entry = entry
+        self.settled = bytearray(entry[4])
+        self.unsettled = entry[4]
+        self.through: SegmentRecord | None = None  # as ``_Unsettled.through``
+
+    @property
+    def key(self) -> int:
+        return id(self.entry)
+
+    def _at(self, index: int, after: int) -> Position:
+        """Where to resume at event ``index``'s line (``after`` 0), or after it (1)."""
+        entry = self.entry
+        line = entry[12][index] + after
+        seq = line + entry[3] - entry[2]
+        return Position(line, seq, seq)
+
+    def resume_at(self) -> Position:
+        return self._at(self.settled.find(0), 0)
+
+    def resume_after(self) -> Position:
+        if self.through is not None:
+            return self.through.resume_after()
+        return self._at(-1, 1)
+
 
 class Ledger:
     """Follows every outcome to its settlement and advances each file's settled prefix.
 
     Only records with events in flight are remembered; a run of settled records behind one is
     folded into it (``through``), so memory follows the events in flight, not the records read.
+    An event run from a reader process is followed as one entry (``add_run``, ``_Run``).
 
     An advance caused by an acknowledgement is journaled at once, so that after ``kill -9`` no
     more than the requests in flight are sent again. Advances over skipped or rejected records
@@ -353,13 +399,21 @@ class Ledger:
         self.snapshot_every = snapshot_every
         self.before_snapshot = before_snapshot  # makes the rejects durable first
         self.mapping_source = mapping_source
-        self._pending: dict[str, deque[_Unsettled]] = {}
-        self._entries: dict[int, _Unsettled] = {}  # id(record) -> its entry, while unsettled
+        self._pending: dict[str, deque[_Unsettled | _Run]] = {}
+        # id(record), or id(run entry) for a run, -> its entry, while unsettled
+        self._entries: dict[int, _Unsettled | _Run] = {}
         self._read_done: set[str] = set()
         self._last_snapshot = time.monotonic()
 
+    def _queue(self, name: str) -> deque:
+        queue = self._pending.get(name)
+        if queue is None:
+            queue = self._pending[name] = deque()
+        return queue
+
     def add(self, outcome: Outcome) -> None:
-        """Every outcome, in reading order; events stay unsettled until ``settle``."""
+        """Every outcome, in reading order (but an event run's: ``add_run``); events stay
+        unsettled until ``settle``."""
         record = outcome.record
         entry = self._entries.get(id(record))
         if entry is None:
@@ -372,9 +426,7 @@ class Ledger:
                 return
             entry = _Unsettled(record)
             self._entries[id(record)] = entry
-            if queue is None:
-                queue = self._pending[record.file] = deque()
-            queue.append(entry)
+            self._queue(record.file).append(entry)
         if outcome.kind is EVENT:
             entry.unsettled += 1
         if outcome.final:
@@ -382,16 +434,36 @@ class Ledger:
             if not entry.unsettled:
                 self._advance(record.file, journal=False)
 
-    def settle(self, outcomes: Iterable[Outcome]) -> None:
-        """Events acknowledged by Metronome (a batch), or one it rejected, written to the
-        rejects. Each file they advance is journaled once, when the whole batch is counted."""
+    def add_run(self, entry: tuple) -> None:
+        """An event run (``reader._Entries``), in reading order among the other outcomes: its
+        events stay unsettled until ``settle``; the unread lines inside it are settled."""
+        run = _Run(entry)
+        self._entries[id(entry)] = run
+        queue = self._queue(entry[1])
+        queue.append(run)
+        if len(queue) == 1:
+            self._move(entry[1], run.resume_at(), journal=False)
+
+    def settle(self, sources: Iterable) -> None:
+        """Events acknowledged by Metronome (a batch), or rejected and written to the rejects:
+        each its outcome or, for an event run's, ``(run entry, index)`` (``reader.Events``).
+        Each file they advance is journaled once, when the whole batch is counted."""
         advanced: dict[str, None] = {}
         entries = self._entries
-        for outcome in outcomes:
-            entry = entries[id(outcome.record)]
+        last = item = None
+        for source in sources:
+            if source.__class__ is tuple:
+                run, index = source
+                if run is not last:
+                    last, item = run, entries[id(run)]
+                    advanced[run[1]] = None
+                item.settled[index] = 1
+                item.unsettled -= 1
+                continue
+            entry = entries[id(source.record)]
             entry.unsettled -= 1
             if not entry.unsettled and entry.complete:
-                advanced[outcome.record.file] = None
+                advanced[source.record.file] = None
         for name in advanced:
             self._advance(name, journal=True)
 
@@ -402,17 +474,15 @@ class Ledger:
 
     def _advance(self, name: str, journal: bool) -> None:
         queue = self._pending.get(name)
-        last = None
-        while queue and queue[0].complete and not queue[0].unsettled:
-            entry = queue.popleft()
-            del self._entries[id(entry.record)]
-            last = entry.through or entry.record
-        if queue:
-            position = queue[0].record.resume_at()
-        elif last is not None:
-            position = last.resume_after()
-        else:
-            position = None
+        position = None
+        while queue:
+            head = queue[0]
+            if head.unsettled or not head.complete:
+                position = head.resume_at()
+                break
+            queue.popleft()
+            del self._entries[head.key]
+            position = head.resume_after()
         self._move(name, position, journal)
 
     def _move(self, name: str, position: Position | None, journal: bool) -> None:

@@ -182,9 +182,10 @@ class Flow:
                      events: Events | None = None) -> Events:
         """Account for a reader's frame (``reader._Entries``), in order, with ``repeats`` when
         the repeat check is this process's; the valid events, added to ``events`` (new ones by
-        default). A run of plain events is counted in bulk and passed on as it came, unless a
-        checkpoint ledger follows each outcome or the repeat check finds a repeat among them."""
-        take, tally = self.take, self.report.tally
+        default). A run of plain events is counted in bulk and passed on as it came (a
+        checkpoint ledger follows it as one), unless the repeat check finds a repeat among
+        them."""
+        take, tally, ledger = self.take, self.report.tally, self.ledger
         events = Events() if events is None else events
         pending: list = []  # entries decoded together (outcomes of a record share it)
 
@@ -194,7 +195,7 @@ class Flow:
                     events.add(outcome)
 
         for entry in entries:
-            if entry[0] != EVENT_RUN or self.ledger is not None:
+            if entry[0] != EVENT_RUN:
                 pending.append(entry)
                 continue
             if pending:
@@ -207,6 +208,8 @@ class Flow:
                 take_each(run_outcomes(entry, repeats, answers))
                 continue
             tally.count_run(file, first, lines[-1], types, stamps)
+            if ledger is not None:
+                ledger.add_run(entry)
             events.add_run(entry)
         if pending:
             take_each(decode(pending, repeats))

@@ -10,7 +10,6 @@ import asyncio
 from contextlib import aclosing
 from typing import AsyncIterator, Callable
 
-from segmetro.pipeline import Outcome
 from segmetro.summary import RunReport, UploadStats
 from segmetro.status import ExitStatus, failure
 from segmetro.run import STOP_SIGNALS, Flow, Tick
@@ -134,13 +133,14 @@ def run_upload(flow: Flow, settings: UploadSettings, tick: Tick | None = None,
 
     def on_sent(events: Events) -> None:
         if ledger is not None:
-            ledger.settle(events.outcomes())
+            ledger.settle(events.sources)
 
-    def on_rejected(outcome: Outcome, code: str, reason: str) -> None:
-        tally.reject(outcome, "api", code, reason)
-        flow.rejects.write(outcome, "api", code, reason)
-        if ledger is not None:
-            ledger.settle((outcome,))
+    def on_rejected(events: Events, code: str, reason: str) -> None:
+        for outcome in events.outcomes():
+            tally.reject(outcome, "api", code, reason)
+            flow.rejects.write(outcome, "api", code, reason)
+        if ledger is not None:  # after the rejects are written, as ``Ledger.snapshot`` needs
+            ledger.settle(events.sources)
 
     async def main() -> None:
         bucket = budget() if budget is not None else None

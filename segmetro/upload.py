@@ -36,7 +36,6 @@ import httpx
 from segmetro import __version__
 from segmetro.events import DEFAULT_BASE_URL, MAX_BATCH
 from segmetro.network import certificate_message, httpx_options, untrusted_certificate
-from segmetro.pipeline import Outcome
 from segmetro.reader import Events
 from segmetro.ratelimit import TokenBucket
 from segmetro.redact import register, scrub
@@ -272,7 +271,7 @@ class Uploader:
 
     def __init__(self, settings: UploadSettings, stats: UploadStats,
                  on_sent: Callable[[Events], None],
-                 on_rejected: Callable[[Outcome, str, str], None],
+                 on_rejected: Callable[[Events, str, str], None],
                  log: Callable[[str], None] = lambda message: None, bucket=None):
         self.settings = settings
         self.stats = stats
@@ -402,10 +401,8 @@ class Uploader:
                 self._abort(misrouted_message(self.settings, status, response))
                 raise Aborted(self.aborted)
             if meaning is Verdict.REJECTED:
-                message = server_message(response)
-                for outcome in events.outcomes():
-                    self.on_rejected(outcome, f"http-{status}",
-                                     f"Metronome answered HTTP {status}: {message}")
+                self.on_rejected(events, f"http-{status}", f"Metronome answered HTTP "
+                                 f"{status}: {server_message(response)}")
                 return
             await self._back_off(batch, status, response, error)
 
@@ -433,7 +430,7 @@ class Uploader:
     async def _split(self, batch: Batch, status: int, response: httpx.Response) -> None:
         events = batch.events
         if len(events) == 1:
-            self.on_rejected(events.outcomes()[0], f"http-{status}",
+            self.on_rejected(events, f"http-{status}",
                              f"Metronome rejected the event (HTTP {status}): "
                              f"{server_message(response)}")
             return

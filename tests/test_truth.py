@@ -5,16 +5,20 @@ import os
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 
 import orjson
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from conftest import ROOT, jsonl, read_jsonl, track
 from test_checkpoint import (TOKEN, assert_gone, children_of, command, emulator,  # noqa: F401
                              export, run_to_end, stored)
 
 from segmetro.checkpoint import FileProgress, Ledger, State
 from segmetro.pipeline import EVENT, SKIPPED, Outcome
+from segmetro.reader import EVENT_RUN, run_outcomes
 from segmetro.sources import SegmentRecord
 
 NOW = ["--now", "2026-11-25T00:00:00Z"]
@@ -275,6 +279,105 @@ def test_the_ledger_remembers_events_in_flight_not_records_read(tmp_path):
     assert len(ledger._entries) == 1 and len(ledger._pending["f"]) == 1
     ledger.settle([event])
     assert state.files["fp"].position.line == 600_002 and not ledger._entries
+
+
+def _run_entry(file: str, lines: list[int], first: int) -> tuple:
+    """An event run as a reader process sends it: events at ``lines``, from line ``first``
+    (seq = line - 1), the lines between them unread."""
+    count = len(lines)
+    return (EVENT_RUN, file, first, first - 1, count, None, True,
+            [b'{"n":%d}' % line for line in lines], ["t"] * count,
+            ["2026-11-20T00:00:00.000Z"] * count, ["m"] * count,
+            [b'{"line":%d}' % line for line in lines], list(lines), None, None)
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.data())
+def test_a_ledger_following_event_runs_whole_keeps_the_positions_of_one_following_each_record(
+        data):
+    """The ledger takes a reader's event run as one entry (``add_run``) and settles it by
+    ``(run, index)``. Whatever the mix of runs, unread lines, other records and batches settled
+    out of order or one rejected event at a time, every position it keeps (and journals) is the
+    one a ledger following each record's outcome keeps."""
+    kinds = data.draw(st.lists(st.sampled_from(["run", "skip", "event"]), min_size=1,
+                               max_size=12))
+    items, line = [], 1
+    for kind in kinds:
+        if kind == "run":
+            first = line + data.draw(st.integers(0, 2))  # unread lines inside, before the first
+            gaps = data.draw(st.lists(st.integers(0, 2), min_size=1, max_size=8))
+            lines, at = [], first
+            for gap in gaps:
+                at += gap
+                lines.append(at)
+                at += 1
+            items.append(("run", _run_entry("f", lines, line)))
+            line = at
+        else:
+            record = SegmentRecord("f", line, line - 1, {})
+            items.append((kind, Outcome(EVENT, record, {}, final=True) if kind == "event" else
+                          Outcome(SKIPPED, record, code="identify")))
+            line += 1
+    with tempfile.TemporaryDirectory() as directory:
+        ledgers, sources = [], ([], [])
+        for name in ("runs", "records"):
+            state = State(os.path.join(directory, name), "h", "d")
+            os.mkdir(state.directory)
+            state.files["fp"] = FileProgress("f")
+            ledgers.append(Ledger(state, {"f": "fp"}, 5.0, lambda: None, "m"))
+        whole, each = ledgers
+
+        def same() -> None:
+            assert whole.state.files["fp"] == each.state.files["fp"]
+
+        def settle_some() -> None:
+            """Settle a random stretch of the events read and not yet settled, as one batch
+            or one event at a time (rejections), in any order."""
+            open_ = [n for n, flag in enumerate(settled) if not flag]
+            if not open_:
+                return
+            start = data.draw(st.sampled_from(open_))
+            stop = start
+            while stop < len(settled) and not settled[stop] and stop - start < 5:
+                stop += 1
+            stop = data.draw(st.integers(start + 1, stop))
+            chunks = [range(start, stop)] if data.draw(st.booleans()) else \
+                [range(n, n + 1) for n in range(start, stop)]
+            for chunk in chunks:
+                whole.settle([sources[0][n] for n in chunk])
+                each.settle([sources[1][n] for n in chunk])
+                for n in chunk:
+                    settled[n] = True
+                same()
+
+        settled: list[bool] = []
+        for kind, item in items:
+            if kind == "run":
+                whole.add_run(item)
+                sources[0].extend((item, index) for index in range(item[4]))
+                for outcome in run_outcomes(item):
+                    each.add(outcome)
+                    if outcome.kind is EVENT:
+                        sources[1].append(outcome)
+                settled += [False] * item[4]
+            else:
+                whole.add(item)
+                each.add(item)
+                if item.kind is EVENT:
+                    sources[0].append(item)
+                    sources[1].append(item)
+                    settled.append(False)
+            same()
+            for _ in range(data.draw(st.integers(0, 2))):
+                settle_some()
+        whole.file_read("f")
+        each.file_read("f")
+        same()
+        while not all(settled):
+            settle_some()
+        assert whole.state.files["fp"].done and not whole._entries
+        journals = [open(ledger.state.journal_path, "rb").read() for ledger in ledgers]
+        assert journals[0] == journals[1]
 
 
 def test_another_transaction_id_rule_is_refused_even_with_restart(emulator, tmp_path):
