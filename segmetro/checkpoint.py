@@ -34,7 +34,7 @@ from typing import TYPE_CHECKING, Iterable, Iterator
 
 import orjson
 
-from segmetro.files import open_private, private_dir, write_atomically
+from segmetro.files import open_private, private_dir, write_all, write_atomically
 from segmetro.pipeline import EVENT, Outcome, Span
 from segmetro.rejects import RejectsFile
 from segmetro.sources import STDIN, InputFile, Position, SegmentRecord, is_object
@@ -232,7 +232,9 @@ class State:
         self.files[fp] = progress
         if self._journal_fd is None:
             self._journal_fd, _ = open_private(self.journal_path, append=True, what="journal")
-        os.write(self._journal_fd, orjson.dumps({"fp": fp, **progress.as_json()}) + b"\n")
+        fd = self._journal_fd
+        write_all(lambda data: os.write(fd, data),
+                  orjson.dumps({"fp": fp, **progress.as_json()}) + b"\n")
 
     def snapshot(self, mapping_source: str) -> None:
         """Fold everything into state.json durably, then empty the journal."""

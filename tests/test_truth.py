@@ -19,7 +19,7 @@ from test_checkpoint import (TOKEN, assert_gone, children_of, command, emulator,
 from segmetro.checkpoint import FileProgress, Ledger, State
 from segmetro.pipeline import EVENT, SKIPPED, Outcome
 from segmetro.reader import EVENT_RUN, run_outcomes
-from segmetro.sources import SegmentRecord
+from segmetro.sources import Position, SegmentRecord
 
 NOW = ["--now", "2026-11-25T00:00:00Z"]
 URL = "http://127.0.0.1:9/v1/ingest"
@@ -279,6 +279,25 @@ def test_the_ledger_remembers_events_in_flight_not_records_read(tmp_path):
     assert len(ledger._entries) == 1 and len(ledger._pending["f"]) == 1
     ledger.settle([event])
     assert state.files["fp"].position.line == 600_002 and not ledger._entries
+
+
+def test_a_journal_line_cut_short_by_the_kernel_is_written_whole(tmp_path, monkeypatch):
+    """write() may take part of a line (a signal, a disk filling up) and say so only in its
+    count: the rest is written, so no later line is glued to a torn one and lost on resume."""
+    state = State(str(tmp_path), "h", "d")
+    real_write = os.write
+
+    def short_write(fd, data):
+        return real_write(fd, bytes(data[:7]))
+
+    monkeypatch.setattr(os, "write", short_write)
+    for line in (10, 20):
+        state.record("fp", FileProgress("f", Position(line, line - 1, line - 1)))
+    monkeypatch.undo()
+    state.close()
+    again = State(str(tmp_path), "h", "d")
+    again.load(restart=False)
+    assert again.files["fp"].position.line == 20
 
 
 def _run_entry(file: str, lines: list[int], first: int) -> tuple:
