@@ -14,9 +14,9 @@ Wire format: frames of a 4-byte length and a pickled message, one of
 ``("error", exit_status, message, file_number)`` (the input it was reading). An outcome is a
 flat tuple (``_encode``/``decode``): pickling a dataclass a record would cost more than the rest
 of the parent's work on it. The usual line, one record making one valid event, travels in a run
-of such events as columns (``_Entries``), which the parent counts in bulk unless a checkpoint
-follows each outcome (``run.Flow.take_entries``). A record's JSON travels as bytes and reaches
-the rejects file as an ``orjson.Fragment``, never parsed twice.
+of such events as columns (``_Entries``), which the parent counts in bulk, and a checkpoint
+ledger follows as one entry (``run.Flow.take_entries``). A record's JSON travels as bytes and
+reaches the rejects file as an ``orjson.Fragment``, never parsed twice.
 
 Map, dry runs and validate fork two readers (lanes, ``sources.Lane``), each reading every other
 segment of the input, or every other file whole (objects, files lanes cannot cut; each lane then
@@ -581,9 +581,9 @@ class Events:
     """Valid events in input order, as a send batches them: each one's JSON (``jsons``) and
     where it came from (``sources``): its outcome, or ``(run, index)`` for an event of an
     event run (``_Entries``), whose outcome is made only when asked for (``outcomes``). The
-    usual send needs one only for an event Metronome rejects. (With a checkpoint ledger, which
-    knows records by identity, every event comes as its outcome: ``run.Flow.take_entries``.)
-    ``Events.json_only()`` keeps the JSON alone, for what only writes it (map, dry runs)."""
+    usual send needs one only for an event Metronome rejects; a checkpoint ledger settles an
+    event by its source (``checkpoint.Ledger.settle``). ``Events.json_only()`` keeps the JSON
+    alone, for what only writes it (map, dry runs)."""
 
     __slots__ = ("jsons", "sources")
 
