@@ -366,7 +366,9 @@ class _Run:
         return id(self.entry)
 
     def _at(self, index: int, after: int) -> Position:
-        """Where to resume at event ``index``'s line (``after`` 0), or after it (1)."""
+        """Where to resume at event ``index``'s line (``after`` 0), or after it (1): what
+        ``SegmentRecord.resume_at``/``resume_after`` say of a line that is one record, without
+        making the record."""
         entry = self.entry
         line = entry[12][index] + after
         seq = line + entry[3] - entry[2]

@@ -540,9 +540,9 @@ def decode(chunk: list, repeats: RepeatCheck | None = None) -> list[Outcome]:
 def run_outcomes(entry: tuple, repeats: RepeatCheck | None = None,
                  answers: dict[int, int | str] | None = None) -> list[Outcome]:
     """An event run's outcomes (see ``_Entries``), the unread lines between its events
-    included. With ``repeats``, each event meets
-    the repeat check, unless ``answers`` holds what it already said of those that are not
-    new (or the child's check did: the run's own answers)."""
+    included. With ``repeats``, each event meets the repeat check, unless ``answers`` holds
+    what it already said of those that are not new (or the child's check did: the run's own
+    answers)."""
     _, file, first, seq, _, _, _, jsons, types, stamps, mappings, _, lines, ids, checked = entry
     if answers is None:
         answers = checked
