@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import errno
 import gc
+import io
 import os
+import stat
 import sys
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
@@ -187,6 +189,17 @@ def open_output(option: str, path: str, inputs: InputSet):
     except OSError as error:
         raise ConfigError(f"{option} {path}: {error.strerror or error}") from None
     return open(fd, "wb")
+
+
+def cut_torn_line(fd: int, torn: int) -> None:
+    """Take the last ``torn`` bytes (a line a failed write cut short) off the end of the file
+    ``fd`` writes to, so that it ends with whole lines; an output that is no regular file keeps
+    them."""
+    try:
+        if stat.S_ISREG(os.fstat(fd).st_mode):
+            os.ftruncate(fd, os.lseek(fd, 0, os.SEEK_CUR) - torn)
+    except OSError:
+        pass
 
 
 def live_window(backdate_days: int) -> Callable[[], Window]:
@@ -758,24 +771,37 @@ def map_command(inputs, mapping_path, output, as_json, now_ms, backdate_days, re
     to_stdout = output == "-"
     stream = sys.stdout.buffer if to_stdout else open_output("-o/--output", output, flow.inputs)
     where = "standard output" if to_stdout else f"-o {output}"
-    write = stream.write
+    fd: int | None = None
+    try:  # the output's own descriptor: a write's count is what the output took
+        fd = stream.fileno()
+        write: Callable[[memoryview], int] = lambda data: os.write(fd, data)
+        stream.flush()
+    except (AttributeError, io.UnsupportedOperation):  # a stream in memory (tests)
+        write = stream.write
+    flow.report.written, flow.report.output = 0, where
 
     def on_events(jsons: list[bytes]) -> None:
+        data = b"\n".join(jsons) + b"\n"
         try:
-            write_all(write, b"\n".join(jsons) + b"\n")
-        except OSError as error:
+            write_all(write, data)
+        except OSError as error:  # the events whose whole line the output took are written
+            done = getattr(error, "written", 0)
+            whole = data.rfind(b"\n", 0, done) + 1
+            flow.report.written += data.count(b"\n", 0, whole)
+            if whole < done and fd is not None:
+                cut_torn_line(fd, done - whole)
             raise InternalError(f"writing {where}: {error.strerror or error}") from None
+        flow.report.written += len(jsons)
 
     # No bar over events scrolling past on the same terminal.
     shown = not to_stdout or not sys.stdout.isatty()
     with progress_display(terminal, flow, shown) as tick:
         report = run_local(flow, tick=tick, on_events=on_events)
-    try:
-        stream.flush()
-        if not to_stdout:
+    if not to_stdout:
+        try:
             stream.close()
-    except OSError as error:
-        report.fail(ExitStatus.INTERNAL, f"writing {where}: {error.strerror or error}")
+        except OSError as error:
+            report.fail(ExitStatus.INTERNAL, f"writing {where}: {error.strerror or error}")
     finish(terminal, report, as_json, to_stderr=True)
 
 

@@ -88,11 +88,16 @@ def check_new_or_own(path: str, what: str) -> None:
 
 def write_all(write: Callable[[memoryview], int], data: bytes) -> None:
     """Every byte of ``data`` through ``write`` (a file's or a pipe's): a signal can cut a write
-    to a pipe short, and the write says so only in the count it returns."""
+    to a pipe short, and the write says so only in the count it returns. A failed write's
+    OSError carries ``written``, how many bytes of ``data`` went out before it."""
     view = memoryview(data)
-    written = write(view)
-    while written < len(view):
-        written += write(view[written:])
+    written = 0
+    try:
+        while written < len(view):
+            written += write(view[written:])
+    except OSError as error:
+        error.written = written
+        raise
 
 
 def write_atomically(path: str, data: bytes) -> None:

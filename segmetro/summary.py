@@ -52,6 +52,8 @@ class RunReport:
     span: tuple | None = None  # --since/--until as given: (since, until), either None
     pruned: list[str] = field(default_factory=list)  # day folders --since proved empty
     hint: str | None = None  # said first: most events too old, and the --since to use
+    written: int | None = None  # map: the events whose lines ``output`` took
+    output: str | None = None
 
     def fail(self, status: ExitStatus, message: str) -> None:
         """The run ends early with ``status``; the first failure is the one reported."""
@@ -133,6 +135,8 @@ class RunReport:
                           not_attempted=upload.not_attempted, aborted=upload.aborted,
                           events_per_second=round(upload.sent / self.elapsed, 1)
                           if self.elapsed else None)
+        if self.written is not None:
+            result["written"] = self.written
         if self.resumed:
             result["checkpoint"] = self.resumed
         if self.examples:

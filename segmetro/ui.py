@@ -65,6 +65,11 @@ def summary_lines(report: RunReport) -> list[str]:
         lines.append(f"    {count:>18,}  {escape(event_type)}")
     if len(tally.by_event_type) > 15:
         lines.append(f"    … {len(tally.by_event_type) - 15:,} more event types (see --json)")
+    if report.written is not None:
+        style = "bold red" if report.written != tally.events else ""
+        open_tag, close_tag = (f"[{style}]", "[/]") if style else ("", "")
+        lines.append(f"  {open_tag}written   {report.written:>10,}{close_tag}  to "
+                     f"{escape(report.output or '')}")
     if report.upload is not None:
         upload = report.upload
         rate = upload.sent / report.elapsed if report.elapsed else 0.0

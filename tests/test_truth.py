@@ -97,11 +97,46 @@ def test_an_input_that_vanishes_mid_run_exits_70(run, write, monkeypatch):
 
 
 @pytest.mark.skipif(not os.path.exists("/dev/full"), reason="no /dev/full here")
-def test_map_to_a_full_disk_exits_70(run, write):
+def test_map_to_a_full_disk_exits_70_and_says_nothing_was_written(run, write):
     path = write("in.jsonl", jsonl(*[track(n) for n in range(3000)]))
     result = run("map", path, *NOW, "-o", "/dev/full")
     assert result.exit_code == 70
     assert "writing -o /dev/full: No space left on device" in result.stderr
+    assert "written            0  to -o /dev/full" in result.stderr
+
+
+def test_map_whose_output_fills_counts_the_lines_it_took_and_leaves_no_torn_line(tmp_path):
+    """The output file may grow to 100 KB (RLIMIT_FSIZE, as a disk filling up): the write that
+    crosses it is cut short, the next fails. The summary counts the events whose line the file
+    holds, and the file ends with whole lines."""
+    import resource
+
+    path = tmp_path / "in.jsonl"
+    path.write_bytes(jsonl(*[track(n) for n in range(3000)]))
+    out = tmp_path / "events.jsonl"
+    limit = 100_000
+    process = subprocess.run(
+        [sys.executable, "-m", "segmetro", "map", str(path), *NOW, "-o", str(out), "--json"],
+        capture_output=True, cwd=ROOT,
+        preexec_fn=lambda: resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit)))
+    assert process.returncode == 70
+    summary = orjson.loads(process.stderr[process.stderr.index(b"{"):])
+    assert summary["error"] == f"writing -o {out}: File too large"
+    held = out.read_bytes()
+    assert held.endswith(b"\n") and limit - 2_000 < len(held) <= limit
+    lines = held.splitlines()
+    assert summary["written"] == len(lines) < summary["events"]
+    assert [orjson.loads(line)["transaction_id"] for line in lines] == \
+        [track(n)["messageId"] for n in range(len(lines))]
+
+
+def test_map_says_how_many_events_it_wrote(run, write, tmp_path):
+    path = write("in.jsonl", jsonl(*[track(n) for n in range(700)]))
+    result = run("map", path, *NOW, "-o", tmp_path / "out.jsonl", "--json")
+    assert result.exit_code == 0
+    summary = orjson.loads(result.stderr[result.stderr.index("{"):])
+    assert summary["written"] == summary["events"] == 700
+    assert len((tmp_path / "out.jsonl").read_bytes().splitlines()) == 700
 
 
 def test_a_bug_in_a_request_task_is_exit_70_never_an_unretrieved_task(run, write, monkeypatch,
