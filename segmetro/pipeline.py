@@ -129,18 +129,13 @@ class RepeatCheck:
 
 def process(records: Iterable[SegmentRecord], mappings: MappingSet,
             window: Window | Callable[[], Window], span: Span = Span(),
-            *, repeats: RepeatCheck | None, plain: Callable[..., None] | None = None
-            ) -> Iterator[Outcome]:
+            *, repeats: RepeatCheck | None) -> Iterator[Outcome]:
     """``window`` is fixed (``--now``) or a callable giving the clock's window, read again every
     few thousand records so a run that lasts hours judges each record against its own time.
     A mapped event outside ``span`` is ``OUTSIDE`` (before Metronome's window is applied).
     Without ``repeats``, every valid event is an ``EVENT`` with its JSON made, for a
-    ``RepeatCheck`` elsewhere (a reader process's parent).
-
-    ``plain`` (with no ``repeats``) takes the usual record instead of its outcome: a line that
-    is one record, making one valid event. It is called, in the outcomes' order, as
-    ``plain(record, event JSON, event_type, timestamp, mapping, transaction_id)``, and no
-    outcome is made (a reader process sends such events as columns, ``reader._Entries``)."""
+    ``RepeatCheck`` elsewhere (a reader process's parent). A run of unread lines is one
+    ``SKIPPED`` outcome, given as it comes."""
     holds = span.holds if span else None
     apply = mappings.apply
     repeats = repeats.outcome if repeats is not None else None
@@ -148,19 +143,11 @@ def process(records: Iterable[SegmentRecord], mappings: MappingSet,
     clock = window if callable(window) else None
     if clock is not None:
         window = clock()
-    unread, last_unread = 0, None  # a run of unread lines becomes one outcome
     for count, record in enumerate(records):
         data = record.data
         if data is UNREAD:
-            if unread and record.file is not last_unread.file:
-                yield Outcome(SKIPPED, last_unread, code=UNREAD_TYPE, repeat=unread)
-                unread = 0
-            unread += record.repeat
-            last_unread = record
+            yield Outcome(SKIPPED, record, code=UNREAD_TYPE, repeat=record.repeat)
             continue
-        if unread:
-            yield Outcome(SKIPPED, last_unread, code=UNREAD_TYPE, repeat=unread)
-            unread = 0
         if clock is not None and not count & 4095:
             window = clock()
         if data is None:
@@ -188,17 +175,47 @@ def process(records: Iterable[SegmentRecord], mappings: MappingSet,
                               result.mapping, final, None, event_type, timestamp)
                 continue
             body = dumps(event)
-            if plain is not None and not last and record.text is not None:  # a line, one record
-                plain(record, body, event_type, timestamp, result.mapping,
-                      event["transaction_id"])
-            elif repeats is None:
+            if repeats is None:
                 yield Outcome(EVENT, record, event, None, None, None, result.mapping, final,
                               body, event_type, timestamp)
             else:
                 yield repeats(record, event, body, event["transaction_id"], result.mapping,
                               final, event_type, timestamp)
-    if unread:
-        yield Outcome(SKIPPED, last_unread, code=UNREAD_TYPE, repeat=unread)
+
+
+def plain_taker(mappings: MappingSet, window: Window | Callable[[], Window], span: Span,
+                add: Callable[..., None]) -> Callable[[str, dict, bytes, int, int], bool]:
+    """What ``process`` does for the usual line, done where the line is read (a reader
+    process's ``read_file``), with no record or outcome made for it: a line that is one record
+    (``data``, its text ``line``, at ``line_no``, record ``seq`` of ``file``) making one valid
+    event inside ``span``. Such a line is handed to ``add(file, line_no, seq, line, event JSON,
+    event_type, timestamp, mapping, transaction_id)`` and the taker answers True; for any other
+    it answers False, having changed nothing, and the record goes through ``process``."""
+    holds = span.holds if span else None
+    apply, dumps = mappings.apply, orjson.dumps
+    clock = window if callable(window) else None
+    now = [clock() if clock is not None else window, 0]  # the window, lines since it was read
+
+    def take(file: str, data: dict, line: bytes, line_no: int, seq: int) -> bool:
+        results = apply(data)
+        if len(results) != 1:
+            return False
+        result = results[0]
+        epoch_ms = result.epoch_ms
+        if result.code is not None or (holds is not None and not holds(epoch_ms)):
+            return False
+        if clock is not None:
+            now[1] += 1
+            if now[1] >= 4096:
+                now[0], now[1] = clock(), 0
+        event = result.event
+        if check_mapped(event, epoch_ms, now[0]) is not None:
+            return False
+        add(file, line_no, seq, line, dumps(event), event["event_type"], event["timestamp"],
+            result.mapping, event["transaction_id"])
+        return True
+
+    return take
 
 
 @dataclass

@@ -47,7 +47,7 @@ import orjson
 from segmetro.events import Window
 from segmetro.mapping import MappingSet, parse_mapping
 from segmetro.pipeline import (DUPLICATE, EVENT, OUTSIDE, REJECTED, SKIPPED, UNREAD_TYPE, Outcome,
-                               RepeatCheck, Span, process)
+                               RepeatCheck, Span, plain_taker, process)
 from segmetro.sources import (UNREAD, ByteCounter, InputSet, Lane, SegmentRecord, is_object,
                               expected_events, lanes_for, read_records)
 from segmetro.stores import FedObjects, feed_objects
@@ -132,17 +132,17 @@ class _Entries:
         self.entries.append(_encode(outcome, self.repeats is not None))
         self.weight += 1
 
-    def add_plain(self, record: SegmentRecord, event_json: bytes, event_type: str,
-                  timestamp: str, mapping: str, transaction_id: str) -> None:
-        """A line that is one record, making one valid event (``process``'s ``plain``)."""
-        line = record.line
-        if self.columns is None or record.file != self.file or \
-                line != self.next + self.unread or record.seq - line != self.seq - self.first:
+    def add_plain(self, file: str, line: int, seq: int, text: bytes, event_json: bytes,
+                  event_type: str, timestamp: str, mapping: str, transaction_id: str) -> None:
+        """A line that is one record, making one valid event (``pipeline.plain_taker``'s
+        ``add``): ``line`` and record ``seq`` of ``file``, its ``text``."""
+        if self.columns is None or file != self.file or \
+                line != self.next + self.unread or seq - line != self.seq - self.first:
             # not the next line of the open run, counting any unread lines between
             self.close()
             self.flush_unread()
             self.columns = ([], [], [], [], [], [], [])
-            self.file, self.first, self.seq = record.file, line, record.seq
+            self.file, self.first, self.seq = file, line, seq
         self.unread = 0  # those lines are inside the run
         self.next = line + 1
         jsons, types, stamps, mappings, texts, lines, ids = self.columns
@@ -150,7 +150,7 @@ class _Entries:
         types.append(event_type)
         stamps.append(timestamp)
         mappings.append(mapping)
-        texts.append(record.text)
+        texts.append(text)
         lines.append(line)
         ids.append(transaction_id)
         self.weight += 1
@@ -239,13 +239,13 @@ def _child(fd: int, job: "ReaderProcess", feed_fd: int | None, lane: Lane | None
     try:
         mappings = parse_mapping(job.mappings.text, job.mappings.source)
         fetcher = FedObjects(feed_fd) if feed_fd is not None else None
-        records = read_records(job.inputs, counters, file_done, mappings.needles, fetcher, lane)
         # the repeat check, here (in bulk, see ``_Entries``) or in the parent
         entries = _Entries(RepeatCheck(expected_events(job.inputs, mappings.needles))
                            if job.repeats is None else None, send_chunk)
+        records = read_records(job.inputs, counters, file_done, mappings.needles, fetcher, lane,
+                               plain_taker(mappings, job.window, job.span, entries.add_plain))
         skip, add = entries.skip, entries.add
-        for outcome in process(records, mappings, job.window, job.span, repeats=None,
-                               plain=entries.add_plain):
+        for outcome in process(records, mappings, job.window, job.span, repeats=None):
             if outcome.record.data is UNREAD:  # sent as one entry per run, not one per line
                 skip(outcome)
                 if entries.unread >= 65536:

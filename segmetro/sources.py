@@ -44,6 +44,8 @@ _HEAD = 1024  # bytes of an over-long line kept for the rejects file
 DEFAULT_MAX_LINE_BYTES = 4 << 20  # Segment caps a message at 32 KB; this is generous
 REJECTS_PREFIX = "segmetro-rejects-"
 ALREADY_READ = "a directory already read (a symlink loop, or a second link to it), not read again"
+# (file, record, line text, line number, seq) -> taken: see ``read_file``
+PlainTaker = Callable[[str, dict, bytes, int, int], bool]
 
 
 class InputError(Exception):
@@ -798,9 +800,12 @@ def _replayed(entry: dict, name: str, line_no: int, seq: int, loads) -> SegmentR
 def read_file(source: InputFile, counter_sink: list | None = None,
               max_line_bytes: int = DEFAULT_MAX_LINE_BYTES,
               needles: tuple[bytes, ...] | None = None, fetcher=None,
-              lane: Lane | None = None) -> Iterator[SegmentRecord]:
+              lane: Lane | None = None, plain: PlainTaker | None = None
+              ) -> Iterator[SegmentRecord]:
     """Records of one input, in order. ``counter_sink`` receives the file's ByteCounter. With
-    ``lane``, only that lane's records (the file is known to be no rejects file)."""
+    ``lane``, only that lane's records (the file is known to be no rejects file). A line that is
+    one record is offered to ``plain`` first (``pipeline.plain_taker``); one it takes makes no
+    record here."""
     name = source.name
     counter = ByteCounter()
     if counter_sink is not None:
@@ -901,9 +906,10 @@ def read_file(source: InputFile, counter_sink: list | None = None,
                             yield record
                     seq += len(batch)
                 else:
-                    # text=line, by position: a keyword call costs ~600 instructions more
-                    yield SegmentRecord(name, line_no, seq, data, None, None, None, -1, True,
-                                        None, line)
+                    if plain is None or not plain(name, data, line, line_no, seq):
+                        # text=line, by position: a keyword call costs ~600 instructions more
+                        yield SegmentRecord(name, line_no, seq, data, None, None, None, -1,
+                                            True, None, line)
                     seq += 1
             else:
                 yield SegmentRecord(
@@ -1038,15 +1044,17 @@ def _starts_with_a_record(head: Head) -> bool:
 def read_records(inputs: InputSet, counters: list | None = None,
                  on_file_done: Callable[[str], None] | None = None,
                  needles: tuple[bytes, ...] | None = None, fetcher=None,
-                 lane: Lane | None = None) -> Iterator[SegmentRecord]:
+                 lane: Lane | None = None, plain: PlainTaker | None = None
+                 ) -> Iterator[SegmentRecord]:
     """Every input's records in order; with ``inputs.limit``, only the first N of them (a file
     cut short is not reported done, so a checkpoint resumes it). With ``needles``, lines that
     hold none of them are not parsed (``UNREAD``). Objects in stores come from ``fetcher``
     (by default a ``stores.Prefetcher`` of this process). With ``lane``, only its records (see
-    ``Lane``)."""
+    ``Lane``). With ``plain``, the usual lines are taken as they are read (see ``read_file``)."""
     remaining = inputs.limit
     if remaining is not None:
         needles = None  # a trial of N records counts each line: no runs of unread lines
+        plain = None  # nor lines taken without a record
     if fetcher is None and any(is_object(source) for source in inputs.files):
         fetcher = Prefetcher(inputs.files)
     try:
@@ -1056,7 +1064,7 @@ def read_records(inputs: InputSet, counters: list | None = None,
                     on_file_done(source.name)
                 continue
             records = read_file(source, counters, inputs.max_line_bytes, needles, fetcher,
-                                None if lane is None or lane.whole_files else lane)
+                                None if lane is None or lane.whole_files else lane, plain)
             if remaining is None:
                 yield from records
             else:
