@@ -47,18 +47,23 @@ def check_timestamp(epoch_ms: int, window: Window) -> tuple[str, str] | None:
     return None
 
 
+def mapped_valid(event: dict, epoch_ms: int, window: Window) -> bool:
+    """Whether ``check_mapped`` finds nothing, known without wording a reason (the usual
+    event: lengths, the window and the properties count are all it has left to check)."""
+    if epoch_ms < window.earliest_ms or epoch_ms > window.latest_ms or \
+            not 0 < len(event["transaction_id"]) <= MAX_TRANSACTION_ID or \
+            not event["customer_id"] or not event["event_type"]:
+        return False
+    properties = event.get("properties")
+    return properties is None or len(properties) <= MAX_PROPERTIES
+
+
 def check_mapped(event: dict, epoch_ms: int, window: Window) -> tuple[str, str] | None:
     """``check_event`` for an event a mapping built: its fields are strings and its timestamp
-    canonical already, so only lengths, the window and the properties count are left."""
-    if epoch_ms < window.earliest_ms or epoch_ms > window.latest_ms:
-        return check_timestamp(epoch_ms, window)
-    if not 0 < len(event["transaction_id"]) <= MAX_TRANSACTION_ID or not event["customer_id"] \
-            or not event["event_type"]:
-        return check_event(event, window, epoch_ms)
-    properties = event.get("properties")
-    if properties is not None and len(properties) > MAX_PROPERTIES:
-        return check_event(event, window, epoch_ms)
-    return None
+    canonical already."""
+    if mapped_valid(event, epoch_ms, window):
+        return None
+    return check_timestamp(epoch_ms, window) or check_event(event, window, epoch_ms)
 
 
 def check_event(

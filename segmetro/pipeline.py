@@ -17,9 +17,9 @@ from typing import Callable, Iterable, Iterator
 import orjson
 
 from segmetro.dedupe import MAX_LOAD, PRESIZE_LIMIT, SeenIds
-from segmetro.events import Window, check_mapped
+from segmetro.events import Window, check_mapped, mapped_valid
 from segmetro.mapping import MappingSet
-from segmetro.sources import UNREAD, SegmentRecord
+from segmetro.sources import UNREAD, PlainTaker, SegmentRecord
 
 UNREAD_TYPE = "(unread: no trigger can match)"
 
@@ -129,15 +129,17 @@ class RepeatCheck:
 
 def process(records: Iterable[SegmentRecord], mappings: MappingSet,
             window: Window | Callable[[], Window], span: Span = Span(),
-            *, repeats: RepeatCheck | None) -> Iterator[Outcome]:
+            *, repeats: RepeatCheck | None, apply: Callable[[dict], list] | None = None
+            ) -> Iterator[Outcome]:
     """``window`` is fixed (``--now``) or a callable giving the clock's window, read again every
     few thousand records so a run that lasts hours judges each record against its own time.
     A mapped event outside ``span`` is ``OUTSIDE`` (before Metronome's window is applied).
     Without ``repeats``, every valid event is an ``EVENT`` with its JSON made, for a
     ``RepeatCheck`` elsewhere (a reader process's parent). A run of unread lines is one
-    ``SKIPPED`` outcome, given as it comes."""
+    ``SKIPPED`` outcome, given as it comes. ``apply`` stands for ``mappings.apply`` (see
+    ``plain_taker``)."""
     holds = span.holds if span else None
-    apply = mappings.apply
+    apply = apply or mappings.apply
     repeats = repeats.outcome if repeats is not None else None
     dumps = orjson.dumps
     clock = window if callable(window) else None
@@ -184,39 +186,49 @@ def process(records: Iterable[SegmentRecord], mappings: MappingSet,
 
 
 def plain_taker(mappings: MappingSet, window: Window | Callable[[], Window], span: Span,
-                add: Callable[..., None]) -> Callable[[str, dict, bytes, int, int], bool]:
+                add: Callable[..., None]) -> tuple[PlainTaker, Callable[[dict], list]]:
     """What ``process`` does for the usual line, done where the line is read (a reader
     process's ``read_file``), with no record or outcome made for it: a line that is one record
     (``data``, its text ``line``, at ``line_no``, record ``seq`` of ``file``) making one valid
     event inside ``span``. Such a line is handed to ``add(file, line_no, seq, line, event JSON,
     event_type, timestamp, mapping, transaction_id)`` and the taker answers True; for any other
-    it answers False, having changed nothing, and the record goes through ``process``."""
+    it answers False and the record goes through ``process``.
+
+    Returns the taker and the ``apply`` for that ``process``: ``mappings.apply``, except that
+    the record the taker just declined gets the results the taker made of it (a month of
+    records outside ``span``, or too old for Metronome, is mapped once, not twice)."""
     holds = span.holds if span else None
     apply, dumps = mappings.apply, orjson.dumps
     clock = window if callable(window) else None
     now = [clock() if clock is not None else window, 0]  # the window, lines since it was read
+    declined: list = [None, None]  # the last record declined, and what it was mapped to
 
     def take(file: str, data: dict, line: bytes, line_no: int, seq: int) -> bool:
         results = apply(data)
-        if len(results) != 1:
-            return False
-        result = results[0]
-        epoch_ms = result.epoch_ms
-        if result.code is not None or (holds is not None and not holds(epoch_ms)):
-            return False
-        if clock is not None:
-            now[1] += 1
-            if now[1] >= 4096:
-                now[0], now[1] = clock(), 0
-        event = result.event
-        if check_mapped(event, epoch_ms, now[0]) is not None:
-            return False
-        add(file, line_no, seq, line, dumps(event), event["event_type"], event["timestamp"],
-            result.mapping, event["transaction_id"])
-        return True
+        if len(results) == 1:
+            result = results[0]
+            epoch_ms = result.epoch_ms
+            if result.code is None and (holds is None or holds(epoch_ms)):
+                if clock is not None:
+                    now[1] += 1
+                    if now[1] >= 4096:
+                        now[0], now[1] = clock(), 0
+                event = result.event
+                if mapped_valid(event, epoch_ms, now[0]):
+                    add(file, line_no, seq, line, dumps(event), event["event_type"],
+                        event["timestamp"], result.mapping, event["transaction_id"])
+                    return True
+        declined[0], declined[1] = data, results
+        return False
 
-    return take
+    def apply_again(data: dict) -> list:
+        if data is declined[0]:
+            results = declined[1]
+            declined[0] = declined[1] = None
+            return results
+        return apply(data)
 
+    return take, apply_again
 
 @dataclass
 class Tally:

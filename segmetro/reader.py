@@ -90,7 +90,8 @@ class _Entries:
 
     Most outcomes become one flat tuple each (``add``, ``_encode``). A run of unread lines is
     one entry (``skip``). And the usual export line, one record that maps to one valid event,
-    joins an event run (``add_plain``, which ``process`` calls instead of making its outcome):
+    joins an event run (``add_plain``, which ``pipeline.plain_taker`` calls as the line is read,
+    with no record or outcome made for it):
     the events of a stretch of consecutive one-record lines, the lines between them unread,
     sent as columns, ``(EVENT_RUN, file, first line, first seq, events, None, True, event
     JSONs, event types, timestamps, mappings, record lines, line numbers, transaction ids or
@@ -242,10 +243,13 @@ def _child(fd: int, job: "ReaderProcess", feed_fd: int | None, lane: Lane | None
         # the repeat check, here (in bulk, see ``_Entries``) or in the parent
         entries = _Entries(RepeatCheck(expected_events(job.inputs, mappings.needles))
                            if job.repeats is None else None, send_chunk)
+        # the usual line joins its run as it is read; process has the rest
+        take, apply = plain_taker(mappings, job.window, job.span, entries.add_plain)
         records = read_records(job.inputs, counters, file_done, mappings.needles, fetcher, lane,
-                               plain_taker(mappings, job.window, job.span, entries.add_plain))
+                               take)
         skip, add = entries.skip, entries.add
-        for outcome in process(records, mappings, job.window, job.span, repeats=None):
+        for outcome in process(records, mappings, job.window, job.span, repeats=None,
+                               apply=apply):
             if outcome.record.data is UNREAD:  # sent as one entry per run, not one per line
                 skip(outcome)
                 if entries.unread >= 65536:

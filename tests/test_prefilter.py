@@ -362,3 +362,53 @@ def test_a_gzipped_file_is_cut_only_when_reading_it_is_mostly_parsing(tmp_path, 
         twice = InputSet([InputFile(str(path), 1), InputFile(str(tmp_path / "b.jsonl"), 1)])
         (tmp_path / "b.jsonl").write_text(line("track", "x", "Home", 0) + "\n")
         assert ReaderProcess(twice, MAPPINGS, WINDOW, uploading=False).sharing == "files"
+
+
+def test_a_line_the_plain_taker_declines_is_mapped_once_and_ends_as_without_it(tmp_path):
+    """``pipeline.plain_taker`` takes the usual line where it is read; any other line (too old
+    for Metronome, outside --until, a map rejection, a fan-out, no trigger) goes on to
+    ``process``, which reuses what the taker made of it: each record is mapped once, and the
+    outcomes are those of ``process`` alone."""
+    import orjson
+
+    from segmetro.pipeline import Span, plain_taker
+
+    fan_out = MAPPINGS.text + '  - name: again\n    trigger: type = "page"\n    fields: *fields\n'
+    rows = [line("track", "Tokens Used", "Home", 0, 1),
+            line("track", "Tokens Used", "Home", 0, 2).replace("2026-11-20", "2026-01-20"),
+            line("track", "Tokens Used", "Home", 0, 3).replace("2026-11-20", "2026-11-22"),
+            line("track", "Tokens Used", "Home", 0, 4).replace('"groupId"', '"other"'),
+            line("page", "x", "Pricing", 0, 5),
+            line("identify", "Tokens Used", "Home", 0, 6),
+            line("track", "Tokens Used", "Home", 0, 7)]
+    path = tmp_path / "in.jsonl"
+    path.write_text("\n".join(rows) + "\n")
+    span = Span(until_ms=parse_rfc3339("2026-11-21T00:00:00Z"))
+
+    def outcomes(taken: bool) -> tuple[list, list, int]:
+        mappings = parse_mapping(fan_out, "m.yaml")
+        calls, apply = [0], mappings.apply
+
+        def counted(data):
+            calls[0] += 1
+            return apply(data)
+
+        mappings.apply = counted
+        added: list = []
+        take, again = plain_taker(mappings, WINDOW, span, lambda *event: added.append(event)) \
+            if taken else (None, None)
+        files = InputSet([InputFile(str(path), size=path.stat().st_size)])
+        found = [(o.kind, o.record.line, o.stage, o.code, o.event_json) for o in
+                 process(read_records(files, plain=take), mappings, WINDOW, span, repeats=None,
+                         apply=again)]
+        return found, added, calls[0]
+
+    alone, none_taken, mapped_alone = outcomes(False)
+    found, taken, mapped = outcomes(True)
+    assert none_taken == [] and mapped_alone == mapped == 7
+    assert [(event[1], orjson.loads(event[4])["transaction_id"]) for event in taken] == \
+        [(1, "m1"), (7, "m7")]
+    assert found == [outcome for outcome in alone if outcome[1] not in (1, 7)]
+    assert {(kind.name, code) for kind, _, _, code, _ in found} == {
+        ("REJECTED", "timestamp-too-old"), ("OUTSIDE", None), ("REJECTED", "missing-customer-id"),
+        ("EVENT", None), ("SKIPPED", "identify")}
