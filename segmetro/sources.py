@@ -547,7 +547,7 @@ def _lines(chunks: Iterator[bytes], max_bytes: int, needles: tuple[bytes, ...] |
 
 
 # Lines holding these are tested one by one: a backslash could spell a needle with escapes, and
-# a batch envelope (``"batch": [...]``, needing a "[") holds several records.
+# a batch envelope (``"batch": [...]``, needing a "[") holds several records. The "[" goes last.
 _BYTE_TEST_STOPS = (b"\\", b"[")
 _FIRST_BYTE, _BEFORE_END = operator.itemgetter(0), operator.itemgetter(-2)
 _OPEN, _CLOSE = {0x7B}, {0x7D}
@@ -563,6 +563,10 @@ def _scan(chunk: bytes, pos: int, stop: int, needles: tuple[bytes, ...]
     find, rfind = chunk.find, chunk.rfind
     stops = needles + _BYTE_TEST_STOPS
     found = [find(needle, pos, stop) for needle in stops]  # the next of each, -1: none left
+    if found[-1] >= 0 and find(b'"batch"', pos, stop) < 0:
+        # arrays, common in real events: with no "batch" they are no envelope, so a "[" is
+        # no reason to test a line alone (one slow search for this chunk, not a line each)
+        found[-1] = -1
     in_runs = one_by_one = 0
     while pos < stop:
         hit = stop
@@ -705,8 +709,11 @@ class Lane:
             if stop < len(piece):
                 whole.pop()
             lines += len(whole)
-            plain = piece.find(b"[", first + 1, stop) < 0 and \
-                set(map(_FIRST_BYTE, whole)) == _OPEN  # a blank line starts with its end
+            # an envelope needs "[" and "batch" (or an escape); a blank line starts with its end
+            plain = (piece.find(b"[", first + 1, stop) < 0 or
+                     (piece.find(b'"batch"', first + 1, stop) < 0 and
+                      piece.find(b"\\", first + 1, stop) < 0)) and \
+                set(map(_FIRST_BYTE, whole)) == _OPEN
             records += len(whole) if plain else \
                 sum(_records_in(line[:-1], max_bytes) for line in whole)
         if stop < len(piece):

@@ -251,6 +251,28 @@ def test_a_long_export_is_searched_in_runs(tmp_path):
     assert len(items) < 6000 // 10  # the lines between two needles come as one number
 
 
+def test_lines_holding_arrays_are_searched_in_runs_unless_a_batch_is_near(tmp_path,
+                                                                          monkeypatch):
+    """An array ("[") in a line no trigger can match does not make the line be tested alone:
+    only a chunk that also holds "batch" could hold an envelope."""
+    monkeypatch.setattr(sources, "_CHUNK", 16384)  # about 110 lines a chunk
+    rows = [line("identify", "Signed Up", "Home", 0, n).replace('"name"', '"tags":["a"],"name"')
+            if n % 50 else line("track", "Tokens Used", "Home", 0, n) for n in range(6000)]
+    rows[3000] = '{"batch": [' + rows[3001] + "]}"
+    path = tmp_path / "in.jsonl"
+    path.write_text("\n".join(rows) + "\n")
+    lines, stream = open_lines(InputFile(str(path), None), ByteCounter(),
+                               needles=MAPPINGS.needles)
+    items = list(lines)
+    stream.close()
+    runs = [item for item in items if isinstance(item, int)]
+    assert sum(runs) + len(items) - len(runs) == 6000
+    alone = [item for item in items if isinstance(item, bytes) and b"Tokens" not in item]
+    # the chunk with the envelope, and the few after it that are split line by line
+    assert any(b'"batch"' in item for item in alone) and len(alone) < 6000 // 4
+    assert len(items) < 6000 // 4
+
+
 def reader_entries(inputs, lanes, monkeypatch, sharing="segments"):
     """Every outcome a reader process (or two lanes of them, sharing the inputs as said) sends,
     in order."""
