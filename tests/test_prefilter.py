@@ -237,17 +237,23 @@ def test_searching_whole_chunks_reads_what_the_per_line_test_reads(
     assert records(searched) == records(line_by_line)
 
 
-def test_a_long_export_is_searched_in_runs(tmp_path):
-    rows = [line("identify", "Signed Up", "Home", 0, n) if n % 50 else
-            line("track", "Tokens Used", "Home", 0, n) for n in range(6000)]
-    path = tmp_path / "in.jsonl"
+def searched(path, rows: list[str]) -> list:
+    """What ``open_lines`` hands on for ``rows`` written to ``path``: lines, and runs of lines
+    as their number (every line counted once)."""
     path.write_text("\n".join(rows) + "\n")
     lines, stream = open_lines(InputFile(str(path), None), ByteCounter(),
                                needles=MAPPINGS.needles)
     items = list(lines)
     stream.close()
     runs = [item for item in items if isinstance(item, int)]
-    assert sum(runs) + len(items) - len(runs) == 6000
+    assert sum(runs) + len(items) - len(runs) == len(rows)
+    return items
+
+
+def test_a_long_export_is_searched_in_runs(tmp_path):
+    rows = [line("identify", "Signed Up", "Home", 0, n) if n % 50 else
+            line("track", "Tokens Used", "Home", 0, n) for n in range(6000)]
+    items = searched(tmp_path / "in.jsonl", rows)
     assert len(items) < 6000 // 10  # the lines between two needles come as one number
 
 
@@ -259,14 +265,7 @@ def test_lines_holding_arrays_are_searched_in_runs_unless_a_batch_is_near(tmp_pa
     rows = [line("identify", "Signed Up", "Home", 0, n).replace('"name"', '"tags":["a"],"name"')
             if n % 50 else line("track", "Tokens Used", "Home", 0, n) for n in range(6000)]
     rows[3000] = '{"batch": [' + rows[3001] + "]}"
-    path = tmp_path / "in.jsonl"
-    path.write_text("\n".join(rows) + "\n")
-    lines, stream = open_lines(InputFile(str(path), None), ByteCounter(),
-                               needles=MAPPINGS.needles)
-    items = list(lines)
-    stream.close()
-    runs = [item for item in items if isinstance(item, int)]
-    assert sum(runs) + len(items) - len(runs) == 6000
+    items = searched(tmp_path / "in.jsonl", rows)
     alone = [item for item in items if isinstance(item, bytes) and b"Tokens" not in item]
     # the chunk with the envelope, and the few after it that are split line by line
     assert any(b'"batch"' in item for item in alone) and len(alone) < 6000 // 4
