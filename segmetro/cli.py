@@ -757,7 +757,8 @@ def map_command(inputs, mapping_path, output, as_json, now_ms, backdate_days, re
                 quiet, max_line_bytes, limit, shard, shards):
     """Write the Metronome events that would be sent, one JSON object per line.
 
-    Invalid records go to the rejects file, not to the output; the summary goes to stderr.
+    Invalid records go to the rejects file, not to the output; the summary goes to stderr and
+    says how many events the output took ("written"; a failed write is exit 70).
 
     \b
     Examples:
