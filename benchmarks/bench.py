@@ -147,19 +147,16 @@ def segmetro(*args: str) -> list[str]:
     return [PYTHON, "-m", "segmetro", *args]
 
 
-def best_of(runs: int, argv: list[str], **kwargs) -> dict:
-    results = [timed(argv, **kwargs) for _ in range(runs)]
-    return min(results, key=lambda r: r["wall"])
-
-
-def best_alternating(runs: int, *argvs: list[str]) -> list[dict]:
-    """The best run of each command, the commands taking turns: a ratio between them then
-    compares runs taken minutes apart at most, not a slow spell of the machine's with a fast
-    one (this machine's speed moves up to 2x within a benchmark run)."""
+def best_alternating(runs: int, *argvs: list[str], envs: list[dict | None] | None = None
+                     ) -> list[dict]:
+    """The best run of each command (each with its environment in ``envs``), the commands
+    taking turns: a ratio between them then compares runs taken minutes apart at most, not a
+    slow spell of the machine's with a fast one (this machine's speed moves up to 2x within a
+    benchmark run)."""
     results: list[list[dict]] = [[] for _ in argvs]
     for _ in range(runs):
         for index, argv in enumerate(argvs):
-            results[index].append(timed(argv))
+            results[index].append(timed(argv, env=envs[index] if envs else None))
     return [min(each, key=lambda r: r["wall"]) for each in results]
 
 
@@ -382,8 +379,8 @@ def fifty_mappings(path: Path) -> Path:
 def bench_mappings(data: Path, runs: int) -> dict:
     mapping = fifty_mappings(OUT / "fifty.yaml")
     common = ["--now", NOW, "-q", "-o", "/dev/null", "--rejects", str(OUT / "m-rejects.jsonl")]
-    one = best_of(runs, segmetro("map", str(data), *common))
-    fifty = best_of(runs, segmetro("map", str(data), "-m", str(mapping), *common))
+    one, fifty = best_alternating(runs, segmetro("map", str(data), *common),
+                                  segmetro("map", str(data), "-m", str(mapping), *common))
     return {"one_mapping_s": one["wall"], "fifty_mappings_s": fifty["wall"],
             "ratio": fifty["wall"] / one["wall"]}
 
@@ -609,8 +606,9 @@ def bench_s3(data: Path, runs: int) -> dict:
         fs.mkdir("bench")
         fs.put(str(root / "segment-logs"), "bench/", recursive=True)
         dry = ("send", "--dry-run", "--now", NOW, "-q", "--rejects", "/dev/null")
-        local = best_of(runs, segmetro(*dry, str(root / "segment-logs")))
-        remote = best_of(runs, segmetro(*dry, "s3://bench/segment-logs"), env=env)
+        local, remote = best_alternating(runs, segmetro(*dry, str(root / "segment-logs")),
+                                         segmetro(*dry, "s3://bench/segment-logs"),
+                                         envs=[None, env])
     finally:
         server.kill()
         server.wait()
