@@ -112,29 +112,14 @@ def _is_canonical(text: str) -> bool:
     return len(text) == 24 and text[23] == "Z" and text[10] == "T" and text[19] == "."
 
 
-_DAYS: dict[str, int] = {}  # "YYYY-MM-DD" -> epoch ms of that day's midnight, as datetime read it
-
-
 def _canonical_fast(text: str) -> tuple[str, int] | None:
     """The spelling Segment itself writes, ``2026-11-20T10:00:00.123Z``: datetime's C parser
-    checks it (Python 3.11+ reads the Z); the minute's epoch comes from a small cache."""
+    checks it (Python 3.11+ reads the Z)."""
     try:
         moment = _fromisoformat(text)
     except ValueError:
         return None
     return text, (moment - _EPOCH_UTC) // _MILLISECOND  # exact: timedelta's integer arithmetic
-
-
-def _minute(text: str, moment: datetime) -> int:
-    """Epoch ms of the minute ``text`` starts with (as written, before any offset); the day's
-    is cached: records of one export share few days."""
-    day = _DAYS.get(text[:10])
-    if day is None:
-        day = _days_from_civil(moment.year, moment.month, moment.day) * 86_400_000
-        if len(_DAYS) > 100_000:
-            _DAYS.clear()
-        _DAYS[text[:10]] = day
-    return day + moment.hour * 3_600_000 + moment.minute * 60_000
 
 
 def _canonical_regex(text: str) -> tuple[str, int] | None:
@@ -173,54 +158,40 @@ def _rfc3339_fast(text: str) -> tuple[str, int] | None:
     offset = moment.utcoffset()
     if offset is None:
         return None
-    shift = (offset.days * 86_400 + offset.seconds) * 1000
-    millisecond = moment.microsecond // 1000
-    epoch_ms = _minute(text, moment) + moment.second * 1000 + millisecond - shift
+    epoch_ms = (moment - _EPOCH_UTC) // _MILLISECOND  # exact: timedelta's integer arithmetic
     if not _MIN_MS <= epoch_ms <= _MAX_MS:
         return None
-    if not shift:  # already UTC: the canonical text is the input's minute and what follows
-        return f"{text[:10]}T{text[11:16]}:{moment.second:02d}.{millisecond:03d}Z", epoch_ms
+    if not offset:  # already UTC: the canonical text is the input's minute and what follows
+        return (f"{text[:10]}T{text[11:16]}:{moment.second:02d}."
+                f"{moment.microsecond // 1000:03d}Z"), epoch_ms
     return format_ms(epoch_ms), epoch_ms
 
 
-_HOURS = {f"{hour:02d}": hour * 3_600_000 for hour in range(24)}
-_MINUTES = {f"{minute:02d}": minute * 60_000 for minute in range(60)}
-_SECONDS = {f"{second:02d}": second * 1000 for second in range(60)}
-_MILLIS = {f"{ms:03d}": ms for ms in range(1000)}
-
-
-def _cached(value: str) -> tuple[str, int] | None:
-    """The UTC spellings of a day already read (``_DAYS`` holds only days datetime's parser
-    accepted, keyed as written): ``…THH:MM:SS.mmmZ``, ``…[T ]HH:MM:SSZ`` and ``…+00:00``,
-    without a parse. None when the day is new or the spelling another (the full path
-    decides)."""
-    day = _DAYS.get(value[:10])
-    if day is None or value[13] != ":" or value[16] != ":" or value[10] not in "T ":
-        return None
-    hour = _HOURS.get(value[11:13])
-    minute = _MINUTES.get(value[14:16])
-    second = _SECONDS.get(value[17:19])
-    if hour is None or minute is None or second is None:
-        return None
-    base = day + hour + minute
+def _utc_fast(value: str) -> tuple[str, int] | None:
+    """UTC to the second as server libraries spell it, ``…[T ]HH:MM:SSZ`` and ``…+00:00``: the
+    shape checked by position (every third character from the fifth, as
+    ``_is_canonical_shape``), then datetime's C parser reads the digits. None for any other
+    spelling, or one it does not read (Python 3.10 does not read the Z): the full path decides."""
     size = len(value)
-    if size == 24:
-        if value[19] == "." and value[23] == "Z" and value[10] == "T":
-            ms = _MILLIS.get(value[20:23])
-            if ms is not None:
-                return value, base + second + ms
+    if not ((size == 20 and value[19] == "Z") or (size == 25 and value[19:] == "+00:00")) or \
+            value[4:17:3] not in _UTC_SHAPES:
         return None
-    if (size == 20 and value[19] == "Z") or (size == 25 and value[19:] == "+00:00"):
-        return f"{value[:10]}T{value[11:19]}.000Z", base + second
-    return None
+    try:
+        moment = _fromisoformat(value)
+    except ValueError:
+        return None
+    return f"{value[:10]}T{value[11:19]}.000Z", (moment - _EPOCH_UTC) // _MILLISECOND
+
+
+_UTC_SHAPES = ("--T::", "-- ::")
 
 
 def coerce(value: object) -> tuple[str, int] | None:
     """Any timestamp spelling found in Segment data -> (canonical text, epoch ms), or None."""
     if _canonical is _canonical_fast and _is_canonical_shape(value):
-        return _canonical_fast(value)  # datetime's C parser: three times the day cache's speed
+        return _canonical_fast(value)
     if value.__class__ is str and 20 <= len(value) <= 25:
-        parsed = _cached(value)
+        parsed = _utc_fast(value)
         if parsed is not None:
             return parsed
     if _is_canonical_shape(value):

@@ -75,9 +75,9 @@ def test_the_fast_path_reads_every_spelling_as_the_regex_does():
             assert got is not None and got[1] == expected[1], (text, got, expected)
 
 
-def test_a_day_read_before_gives_the_same_answer_without_a_parse():
-    """``timestamps._cached`` (the day already read) against the full path, spelling by
-    spelling: the same text and epoch, or it steps aside."""
+def test_the_utc_fast_path_gives_what_the_regex_gives_or_steps_aside():
+    """``timestamps._utc_fast`` (``…:SSZ`` and ``…+00:00`` through datetime's parser) against
+    the regex, spelling by spelling, near misses included: the same text and epoch, or None."""
     import random
 
     from segmetro import timestamps
@@ -85,18 +85,27 @@ def test_a_day_read_before_gives_the_same_answer_without_a_parse():
     rng = random.Random(11)
 
     def two(good: range) -> str:
-        return rng.choice([f"{rng.choice(good):02d}", f"{rng.choice(good):02d}",
-                           "24", "60", "6a", "+1", " 1", "1_", "٣1"])
+        if rng.random() < 0.85:
+            return f"{rng.choice(good):02d}"
+        return rng.choice(["00", "13", "24", "29", "30", "31", "60", "6a", "+1", " 1", "1_", "٣1"])
 
+    taken = 0
     for _ in range(20_000):
-        day = f"{rng.choice([2024, 2026, 1])}-{rng.randint(1, 12):02d}-{rng.randint(1, 28):02d}"
+        day = f"{rng.choice([2024, 2026, 2100, 1, 9999])}-{two(range(1, 13))}-{two(range(1, 29))}"
         clock = f"{rng.choice('TT t')}{two(range(24))}{rng.choice('::.')}{two(range(60))}" \
                 f"{rng.choice('::-')}{two(range(60))}"
-        tail = rng.choice(["Z", "+00:00", "-00:00", "+05:30", "z",
-                           f".{rng.randint(0, 999):03d}Z", ".1Z", f".{rng.randint(0, 99):03d}",
-                           ".12_Z", ".+12Z", "Z "])
+        tail = rng.choice(["Z", "Z", "+00:00", "+00:00", "-00:00", "+05:30", "z", "+0000",
+                           f".{rng.randint(0, 999):03d}Z", ".1Z", "Z ", "+00:00 "])
         text = f"{day}{clock}{tail}"
-        timestamps._DAYS.clear()
-        full = timestamps.coerce(text)
-        timestamps.coerce(f"{day}T00:00:00Z")  # the day is now known
-        assert timestamps.coerce(text) == full, text
+        if rng.random() < 0.05:  # spellings datetime's parser reads and the regex does not
+            text = rng.choice(["2026-W44-1T11:58:12Z", "2026-W44-1 11:58:12+00:00",
+                               "2026-11-02T115812.5Z", "2026-11-02X11:58:12Z",
+                               "20261102T11:58:12.5Z", "2026-11-02_11:58:12+00:00"])
+        fast = timestamps._utc_fast(text)
+        if fast is None:
+            continue
+        taken += 1
+        match = timestamps._ISO.fullmatch(text)
+        assert match is not None, text
+        assert fast == timestamps._from_match(match, None), text
+    assert taken > 500  # the usual spellings do take it
