@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import compileall
+import shutil
 import sys
 from pathlib import Path
 
@@ -83,6 +84,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--rounds", type=int, default=5)
     args = parser.parse_args()
+    if not shutil.which("jq"):
+        sys.exit("ceiling.py measures map against jq -c: install jq first (Debian: apt install jq)")
     bench.OUT.mkdir(exist_ok=True)
     compileall.compile_dir(str(HERE.parent / "segmetro"), quiet=1)  # as bench.py does
     data = bench.generate(bench.OUT / "export-200000.jsonl", 200_000)
