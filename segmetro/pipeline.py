@@ -230,6 +230,7 @@ def plain_taker(mappings: MappingSet, window: Window | Callable[[], Window], spa
 
     return take, apply_again
 
+
 @dataclass
 class Tally:
     """Counts of what flowed through a run: the numbers of the summary."""
